@@ -1,0 +1,131 @@
+//! Per-request parameters: how to sample and how to route.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Model;
+
+/// How tokens are drawn from a model's logits. Defaults match OpenAI/vLLM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingParams {
+    /// 0 = greedy (argmax).
+    pub temperature: f32,
+    /// Nucleus sampling; 1.0 = off.
+    pub top_p: f32,
+    /// Keep the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Drop tokens whose probability is below `min_p * p_max`; 0 = off.
+    pub min_p: f32,
+    /// Per-request RNG seed: the same seed gives the same output, alone or batched.
+    pub seed: Option<u64>,
+    pub max_tokens: usize,
+    /// Generation stops when the text contains one of these (not included).
+    pub stop: Vec<String>,
+    /// Keep generating past the model's EOS tokens.
+    pub ignore_eos: bool,
+    /// Return the log-probability of each sampled token and this many alternatives.
+    pub logprobs: Option<usize>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            seed: None,
+            max_tokens: 16,
+            stop: Vec::new(),
+            ignore_eos: false,
+            logprobs: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self { temperature: 0.0, max_tokens, ..Self::default() }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+}
+
+/// Which model writes a step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// GlimpRouter: the LLM writes the step when the SLM's first-token entropy > tau.
+    Glimp,
+    /// Every step by the SLM.
+    Slm,
+    /// Every step by the LLM.
+    Llm,
+    /// The LLM writes a step with probability `random_p`.
+    Random,
+    /// The SLM writes the step; if its mean token entropy > tau the LLM rewrites it.
+    StepEntropy,
+    /// The SLM writes the step; if its perplexity > tau the LLM rewrites it.
+    StepPpl,
+    /// The SLM writes the step; the LLM scores it by its own mean token
+    /// log-probability; if the score (as a 0-9 scale) is below tau the LLM rewrites it.
+    Specreason,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Glimp => "glimp",
+            Policy::Slm => "slm",
+            Policy::Llm => "llm",
+            Policy::Random => "random",
+            Policy::StepEntropy => "step-entropy",
+            Policy::StepPpl => "step-ppl",
+            Policy::Specreason => "specreason",
+        }
+    }
+
+    /// Policies that let the SLM write a whole step and judge it afterwards.
+    pub fn judges_after_step(self) -> bool {
+        matches!(self, Policy::StepEntropy | Policy::StepPpl | Policy::Specreason)
+    }
+}
+
+/// How a request's steps are routed between the two models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingParams {
+    pub policy: Policy,
+    /// Threshold of the policy (nats for glimp / step-entropy, perplexity for
+    /// step-ppl, 0-9 score for specreason).
+    pub tau: f32,
+    /// Probability that `random` sends a step to the LLM.
+    pub random_p: f32,
+    /// Draft tokens per LLM verify (0 = no speculative decoding).
+    pub speculative_k: usize,
+    /// Step delimiter, detected on the decoded text.
+    pub delimiter: String,
+    /// End-of-reasoning marker; after it the answer phase begins.
+    pub answer_marker: Option<String>,
+    /// Which model writes the answer after the marker.
+    pub answer_model: Model,
+    /// Most reasoning steps before the answer is forced (None = unlimited).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for RoutingParams {
+    fn default() -> Self {
+        Self {
+            policy: Policy::Glimp,
+            tau: 1.0,
+            random_p: 0.5,
+            speculative_k: 0,
+            delimiter: "\n\n".to_string(),
+            answer_marker: None,
+            answer_model: Model::Llm,
+            max_steps: None,
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The scenarios vLLM's own scheduler and prefix-caching tests cover, one by one.
+
+use glimprouter_core::params::{RoutingParams, SamplingParams};
+use glimprouter_core::scheduler::{ScheduleError, Scheduler, SchedulerConfig, SeqOutcome};
+use glimprouter_core::sequence::{SeqStatus, Sequence};
+use glimprouter_core::{Model, RowKind, SeqId};
+
+fn config(num_blocks: usize, budget: usize) -> SchedulerConfig {
+    SchedulerConfig {
+        block_size: 4,
+        num_blocks: [num_blocks, num_blocks],
+        max_num_batched_tokens: [budget, budget],
+        max_num_seqs: [8, 8],
+        ..SchedulerConfig::default()
+    }
+}
+
+fn seq(id: SeqId, tenant: &str, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
+    Sequence::new(id, tenant, prompt, SamplingParams::greedy(max_tokens), RoutingParams::default(), Model::Slm)
+}
+
+fn decode(id: SeqId, token: u32) -> SeqOutcome {
+    SeqOutcome { seq_id: id, appended: vec![token], writer: Some(Model::Slm), ..Default::default() }
+}
+
+#[test]
+fn chunked_prefill_spans_iterations_and_only_the_last_chunk_gets_logits() {
+    let mut s = Scheduler::new(config(64, 8));
+    s.add(seq(1, "t", (0..20).collect(), 4)).unwrap();
+    let mut starts = vec![];
+    loop {
+        let plan = s.schedule();
+        let row = &plan.batch(Model::Slm).rows[0];
+        starts.push((row.start_pos, row.token_ids.len(), row.num_logits));
+        if row.num_logits == 1 {
+            break;
+        }
+    }
+    assert_eq!(starts, vec![(0, 8, 0), (8, 8, 0), (16, 4, 1)]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn decode_rows_feed_the_last_token() {
+    let mut s = Scheduler::new(config(64, 64));
+    s.add(seq(1, "t", vec![1, 2, 3], 4)).unwrap();
+    s.schedule();
+    s.update(&[decode(1, 9)]);
+    let plan = s.schedule();
+    let row = &plan.batch(Model::Slm).rows[0];
+    assert_eq!((row.kind, row.token_ids.clone(), row.start_pos, row.num_logits), (RowKind::Decode, vec![9], 3, 1));
+}
+
+#[test]
+fn prefix_hit_skips_cached_blocks_for_the_same_tenant_only() {
+    let mut s = Scheduler::new(config(64, 64));
+    let prompt: Vec<u32> = (0..10).collect();
+    s.add(seq(1, "alice", prompt.clone(), 1)).unwrap();
+    s.schedule();
+    s.update(&[SeqOutcome { finished: true, ..decode(1, 5) }]);
+    s.add(seq(2, "alice", prompt.clone(), 1)).unwrap();
+    s.add(seq(3, "bob", prompt.clone(), 1)).unwrap();
+    let plan = s.schedule();
+    let rows = &plan.batch(Model::Slm).rows;
+    let start_of = |id| rows.iter().find(|r| r.seq_id == id).unwrap().start_pos;
+    assert_eq!(start_of(2), 8, "alice reuses her two full blocks");
+    assert_eq!(start_of(3), 0, "bob computes everything");
+    let stats = s.prefix_cache_stats(Model::Slm);
+    assert_eq!((stats.queries, stats.hits), (30, 8));
+}
+
+#[test]
+fn preemption_recomputes_and_resumes_with_generated_tokens() {
+    // 4 blocks of 4 tokens: two 8-token prompts fit, growth does not.
+    let mut s = Scheduler::new(config(4, 64));
+    s.add(seq(1, "t", (0..8).collect(), 4)).unwrap();
+    s.add(seq(2, "t", (10..18).collect(), 4)).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.batch(Model::Slm).rows.len(), 2);
+    s.update(&[decode(1, 100), decode(2, 200)]);
+    // Both now need a third block each: only one can grow; the later admitted yields.
+    let plan = s.schedule();
+    assert_eq!(plan.preempted, vec![2]);
+    assert_eq!(s.seq(2).unwrap().status(), SeqStatus::Waiting);
+    assert_eq!(s.seq(2).unwrap().tokens.last(), Some(&200), "generated tokens are kept");
+    s.check_invariants().unwrap();
+    // Nothing is admitted in an iteration that preempted.
+    assert!(plan.batch(Model::Slm).rows.iter().all(|r| r.seq_id == 1));
+    s.update(&[SeqOutcome { finished: true, ..decode(1, 101) }]);
+    let plan = s.schedule();
+    let row = &plan.batch(Model::Slm).rows[0];
+    // Recompute prompt + output; its first full block was cached before the
+    // preemption and is still on the free list, so only the rest is fed.
+    assert_eq!((row.seq_id, row.start_pos, row.token_ids.len()), (2, 4, 5), "recompute prompt + output");
+    assert_eq!(row.token_ids.last(), Some(&200));
+    assert_eq!(s.seq(2).unwrap().num_preemptions, 1);
+}
+
+#[test]
+fn abort_while_waiting_and_while_running_frees_everything() {
+    let mut s = Scheduler::new(SchedulerConfig { max_num_seqs: [1, 1], ..config(16, 64) });
+    s.add(seq(1, "t", (0..9).collect(), 8)).unwrap();
+    s.add(seq(2, "t", (0..9).collect(), 8)).unwrap();
+    s.schedule();
+    assert_eq!(s.num_waiting(), 1);
+    assert!(s.abort(2));
+    assert!(s.abort(1));
+    assert!(!s.abort(1), "second abort is a no-op");
+    s.check_invariants().unwrap();
+    assert_eq!(s.pool(Model::Slm).num_free(), 16);
+    assert!(!s.has_work());
+}
+
+#[test]
+fn eviction_takes_the_least_recently_freed_blocks_first() {
+    let mut s = Scheduler::new(config(6, 64));
+    let a: Vec<u32> = (0..9).collect();
+    let b: Vec<u32> = (100..109).collect();
+    for (id, p) in [(1, a.clone()), (2, b.clone())] {
+        s.add(seq(id, "t", p, 1)).unwrap();
+        s.schedule();
+        s.update(&[SeqOutcome { finished: true, ..decode(id, 7) }]);
+    }
+    // Both prompts' blocks are cached and free. A new unrelated request that
+    // needs 3 blocks evicts a's (freed first), keeping b's.
+    s.add(seq(3, "t", (200..209).collect(), 1)).unwrap();
+    s.schedule();
+    s.update(&[SeqOutcome { finished: true, ..decode(3, 7) }]);
+    s.add(seq(4, "t", b.clone(), 1)).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.batch(Model::Slm).rows[0].start_pos, 8, "b is still cached");
+    s.update(&[SeqOutcome { finished: true, ..decode(4, 7) }]);
+    s.add(seq(5, "t", a, 1)).unwrap();
+    let plan = s.schedule();
+    assert_eq!(plan.batch(Model::Slm).rows[0].start_pos, 0, "a was evicted");
+}
+
+#[test]
+fn a_request_that_can_never_fit_is_refused() {
+    let mut s = Scheduler::new(config(4, 64));
+    let err = s.add(seq(1, "t", (0..15).collect(), 8)).unwrap_err();
+    assert!(matches!(err, ScheduleError::NeverFits { .. }), "{err}");
+    assert!(!s.has_work());
+}
+
+#[test]
+fn glimpse_routes_to_llm_which_catches_up_then_returns() {
+    let mut s = Scheduler::new(config(64, 64));
+    s.add(seq(1, "t", (0..6).collect(), 16)).unwrap();
+    s.schedule();
+    // The glimpse goes to the LLM: the token is dropped, the LLM catches up.
+    s.update(&[SeqOutcome { seq_id: 1, step_started: Some(Model::Llm), route_to: Some(Model::Llm), ..Default::default() }]);
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Slm).is_empty());
+    let row = &plan.batch(Model::Llm).rows[0];
+    assert_eq!((row.start_pos, row.token_ids.len(), row.num_logits), (0, 6, 1));
+    s.update(&[SeqOutcome { seq_id: 1, appended: vec![50, 51], writer: Some(Model::Llm), route_to: Some(Model::Slm), ..Default::default() }]);
+    // Back on the SLM: it catches up on the LLM's two tokens.
+    let plan = s.schedule();
+    let row = &plan.batch(Model::Slm).rows[0];
+    assert_eq!((row.start_pos, row.token_ids.clone()), (6, vec![50, 51]));
+    let c = s.seq(1).unwrap().counters;
+    assert_eq!((c.steps, c.llm_steps, c.llm_tokens), (1, 1, 2));
+}
+
+#[test]
+fn speculation_drafts_on_the_slm_and_verifies_on_the_llm_then_rolls_back() {
+    let mut s = Scheduler::new(config(64, 64));
+    let routing = RoutingParams { speculative_k: 3, ..RoutingParams::default() };
+    s.add(Sequence::new(1, "t", (0..6).collect(), SamplingParams::greedy(16), routing, Model::Llm)).unwrap();
+    s.schedule(); // LLM prefill
+    s.update(&[SeqOutcome { seq_id: 1, appended: vec![60], writer: Some(Model::Llm), ..Default::default() }]);
+    let plan = s.schedule();
+    let d = &plan.batch(Model::Slm).rows[0];
+    let v = &plan.batch(Model::Llm).rows[0];
+    assert_eq!((d.kind, d.start_pos, d.token_ids.len()), (RowKind::Draft { k: 3 }, 0, 7));
+    assert_eq!((v.kind, v.start_pos, v.token_ids.clone(), v.num_logits), (RowKind::Verify { k: 3 }, 6, vec![60], 4));
+    // One of three drafts accepted, plus the LLM's correction.
+    s.update(&[SeqOutcome { seq_id: 1, drafts: Some((3, 1)), appended: vec![61, 62], writer: Some(Model::Llm), ..Default::default() }]);
+    let seq = s.seq(1).unwrap();
+    assert_eq!(seq.table(Model::Llm).computed_len, 8, "prompt + 60 + accepted draft");
+    assert_eq!(seq.table(Model::Slm).computed_len, 8);
+    assert_eq!(seq.counters.accepted_draft_tokens, 1);
+    s.check_invariants().unwrap();
+}

@@ -1,0 +1,56 @@
+//! The cloneable handle callers use to talk to the engine thread.
+
+use std::sync::Arc;
+
+use crossbeam::channel::Sender;
+use tokio::sync::mpsc;
+
+use crate::api::{EngineError, GenerateRequest, StreamEvent};
+use crate::info::EngineInfo;
+use crate::metrics::EngineMetrics;
+
+/// Messages from callers to the engine thread.
+pub(crate) enum Command {
+    Submit { request: GenerateRequest, events: mpsc::UnboundedSender<StreamEvent> },
+    Abort { request_id: String },
+    Shutdown,
+}
+
+/// Cheap to clone; all clones talk to the same engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) info: Arc<EngineInfo>,
+    pub(crate) metrics: Arc<EngineMetrics>,
+}
+
+impl EngineHandle {
+    /// Validates and enqueues a request. Events arrive on the returned receiver;
+    /// dropping it aborts the request.
+    pub fn submit(&self, request: GenerateRequest) -> Result<mpsc::UnboundedReceiver<StreamEvent>, EngineError> {
+        self.info.validate(&request)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.commands
+            .send(Command::Submit { request, events: tx })
+            .map_err(|_| EngineError::Unavailable("engine thread has stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Cancels a request wherever it is; its blocks are freed in the next iteration.
+    pub fn abort(&self, request_id: &str) {
+        let _ = self.commands.send(Command::Abort { request_id: request_id.to_string() });
+    }
+
+    /// Asks the engine thread to stop after aborting everything still running.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    pub fn metrics(&self) -> &Arc<EngineMetrics> {
+        &self.metrics
+    }
+}

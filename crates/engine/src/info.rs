@@ -1,0 +1,37 @@
+//! Static facts about the served models, shared with the server.
+
+use std::sync::Arc;
+
+use glimprouter_models::tokenizer::ModelTokenizer;
+
+use crate::api::{EngineError, GenerateRequest};
+
+pub struct EngineInfo {
+    /// The name clients pass as `model`.
+    pub served_model_name: String,
+    pub slm_name: String,
+    pub llm_name: String,
+    /// Smallest context of the two models (prompt + max_tokens must fit).
+    pub max_model_len: usize,
+    /// Shared by both models (speculation and catch-up need one vocabulary).
+    pub tokenizer: Arc<ModelTokenizer>,
+}
+
+impl EngineInfo {
+    pub fn validate(&self, request: &GenerateRequest) -> Result<(), EngineError> {
+        let prompt_tokens = request.prompt_ids.len();
+        let max_tokens = request.sampling.max_tokens;
+        if prompt_tokens == 0 {
+            return Err(EngineError::InvalidRequest("the prompt must contain at least one token".into()));
+        }
+        if prompt_tokens + max_tokens > self.max_model_len {
+            return Err(EngineError::ContextLength {
+                max_model_len: self.max_model_len,
+                prompt_tokens,
+                max_tokens,
+                requested: prompt_tokens + max_tokens,
+            });
+        }
+        Ok(())
+    }
+}
