@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::batch::{BatchRow, ModelBatch, RowKind};
 use crate::block_pool::{BlockPool, PrefixCacheStats};
 use crate::block_table::BlockTable;
@@ -91,6 +93,8 @@ pub struct SeqOutcome {
     pub writer: Option<Model>,
     /// A new reasoning step starts now, written by this model (counts steps).
     pub step_started: Option<Model>,
+    /// The current step, counted as the SLM's, is being rewritten by the LLM.
+    pub step_rewritten: bool,
     /// Move the sequence to this model's running queue.
     pub route_to: Option<Model>,
     /// The end-of-reasoning marker appeared: the answer phase begins.
@@ -104,7 +108,7 @@ pub struct SeqOutcome {
 pub struct Scheduler {
     config: SchedulerConfig,
     pools: [BlockPool; 2],
-    seqs: HashMap<SeqId, Sequence>,
+    seqs: FxHashMap<SeqId, Sequence>,
     waiting: TenantQueues,
     /// Running sequences in admission order (both queues).
     running: Vec<SeqId>,
@@ -119,6 +123,24 @@ enum Placement {
     Skipped,
     /// Its pool is out of blocks; something must be preempted.
     OutOfBlocks,
+}
+
+/// The (at most two) rows one sequence needs in an iteration.
+#[derive(Default)]
+struct Rows([Option<RowPlan>; 2]);
+
+impl Rows {
+    fn one(row: RowPlan) -> Self {
+        Rows([Some(row), None])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RowPlan> {
+        self.0.iter().flatten()
+    }
 }
 
 /// One row before it is committed to the plan.
@@ -139,7 +161,7 @@ impl Scheduler {
             BlockPool::new(config.num_blocks[1], config.block_size),
         ];
         let waiting = TenantQueues::new(config.tenant_weights.clone());
-        Self { config, pools, seqs: HashMap::new(), waiting, running: Vec::new(), admissions: 0, num_preemptions: 0 }
+        Self { config, pools, seqs: FxHashMap::default(), waiting, running: Vec::new(), admissions: 0, num_preemptions: 0 }
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -224,6 +246,9 @@ impl Scheduler {
     /// Builds the next iteration's batches.
     pub fn schedule(&mut self) -> IterationPlan {
         let mut plan = IterationPlan::default();
+        for b in &mut plan.batches {
+            b.rows.reserve(self.running.len());
+        }
         let mut budget = self.config.max_num_batched_tokens;
         let mut order = self.running.clone();
         let mut i = 0;
@@ -299,6 +324,9 @@ impl Scheduler {
             }
             seq.step_start = seq.tokens.len() - out.appended.len().min(1);
         }
+        if out.step_rewritten {
+            seq.counters.llm_steps += 1;
+        }
         if let Some(model) = out.route_to {
             seq.writer = model;
         }
@@ -348,7 +376,7 @@ impl Scheduler {
     }
 
     /// Rows a running sequence needs this iteration, given token budgets.
-    fn plan_rows(&self, seq: &Sequence, budget: &[usize; 2], batch_rows: [usize; 2]) -> Vec<RowPlan> {
+    fn plan_rows(&self, seq: &Sequence, budget: &[usize; 2], batch_rows: [usize; 2]) -> Rows {
         let len = seq.tokens.len();
         let room = |m: Model| batch_rows[m.idx()] < self.config.max_num_seqs[m.idx()];
         // A model about to produce logits must re-feed at least the last token.
@@ -366,7 +394,7 @@ impl Scheduler {
         if seq.awaiting_judge {
             let llm = Model::Llm;
             if !room(llm) {
-                return vec![];
+                return Rows::default();
             }
             let judge_from = seq.step_start.saturating_sub(1).max(0);
             let s = seq.tables[llm.idx()].computed_len.min(judge_from);
@@ -374,18 +402,18 @@ impl Scheduler {
                 // Catch up on the context before the step first, in chunks.
                 let n = (judge_from - s).min(budget[llm.idx()]);
                 if n == 0 {
-                    return vec![];
+                    return Rows::default();
                 }
-                return vec![RowPlan { model: llm, kind: RowKind::CatchUp, start: s, end: s + n, extra: 0, num_logits: 0 }];
+                return Rows::one(RowPlan { model: llm, kind: RowKind::CatchUp, start: s, end: s + n, extra: 0, num_logits: 0 });
             }
             let n = len - s;
             // A judge row is never split; one larger than the whole budget
             // may run alone.
             let fits = n <= budget[llm.idx()] || budget[llm.idx()] == self.config.max_num_batched_tokens[llm.idx()];
             if !fits {
-                return vec![];
+                return Rows::default();
             }
-            return vec![RowPlan { model: llm, kind: RowKind::Judge, start: s, end: len, extra: 0, num_logits: n }];
+            return Rows::one(RowPlan { model: llm, kind: RowKind::Judge, start: s, end: len, extra: 0, num_logits: n });
         }
 
         let k = Self::draft_depth(seq);
@@ -395,24 +423,24 @@ impl Scheduler {
             let slm_tokens = (len - ss) + (k - 1);
             let llm_tokens = (len - ls) + k;
             if room(slm) && room(llm) && slm_tokens <= budget[slm.idx()] && llm_tokens <= budget[llm.idx()] {
-                return vec![
-                    RowPlan { model: slm, kind: RowKind::Draft { k }, start: ss, end: len, extra: k - 1, num_logits: 1 },
-                    RowPlan { model: llm, kind: RowKind::Verify { k }, start: ls, end: len, extra: k, num_logits: k + 1 },
-                ];
+                return Rows([
+                    Some(RowPlan { model: slm, kind: RowKind::Draft { k }, start: ss, end: len, extra: k - 1, num_logits: 1 }),
+                    Some(RowPlan { model: llm, kind: RowKind::Verify { k }, start: ls, end: len, extra: k, num_logits: k + 1 }),
+                ]);
             }
         }
 
         let w = seq.writer;
         if !room(w) {
-            return vec![];
+            return Rows::default();
         }
         let s = start(w);
         let n = (len - s).min(budget[w.idx()]);
         if n == 0 {
-            return vec![];
+            return Rows::default();
         }
         let num_logits = usize::from(s + n == len);
-        vec![RowPlan { model: w, kind: kind_for(s), start: s, end: s + n, extra: 0, num_logits }]
+        Rows::one(RowPlan { model: w, kind: kind_for(s), start: s, end: s + n, extra: 0, num_logits })
     }
 
     fn place_running(&mut self, id: SeqId, budget: &mut [usize; 2], plan: &mut IterationPlan) -> Placement {
@@ -422,7 +450,7 @@ impl Scheduler {
             return Placement::Skipped;
         }
         let seq = self.seqs.get_mut(&id).expect("running sequence exists");
-        for r in &rows {
+        for r in rows.iter() {
             let m = r.model.idx();
             let table = &mut seq.tables[m];
             // Cut back first: a re-fed position overwrites its slot.
@@ -433,7 +461,7 @@ impl Scheduler {
                 return Placement::OutOfBlocks;
             }
         }
-        for r in rows {
+        for r in rows.0.into_iter().flatten() {
             Self::commit_row(seq, r, budget, plan);
         }
         Placement::Scheduled
@@ -458,34 +486,39 @@ impl Scheduler {
     fn admit_waiting(&mut self, budget: &mut [usize; 2], plan: &mut IterationPlan) {
         while let Some((tenant, id)) = self.waiting.peek() {
             let tenant = tenant.to_string();
-            let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
-            let w = seq.writer;
-            let m = w.idx();
+            let w = self.seqs[&id].writer;
             let queue_len = self.running.iter().filter(|s| self.seqs[s].writer == w).count();
+            if queue_len >= self.config.max_num_seqs[w.idx()] {
+                break;
+            }
+            // Reuse cached prefixes in every table the first rows will feed,
+            // then plan the sequence exactly like a running one.
             let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
-            if queue_len >= self.config.max_num_seqs[m] || plan.batches[m].rows.len() >= self.config.max_num_seqs[m] {
-                break;
-            }
-            let pool = &mut self.pools[m];
-            let table = &mut seq.tables[m];
             if self.config.enable_prefix_caching {
-                table.match_prefix(pool, &seq.tokens, &seq.tenant);
+                let drafting = Self::draft_depth(seq) > 0;
+                for m in Model::BOTH {
+                    if m == w || (drafting && m == Model::Slm) {
+                        seq.tables[m.idx()].match_prefix(&mut self.pools[m.idx()], &seq.tokens, &seq.tenant);
+                    }
+                }
             }
-            let len = seq.tokens.len();
-            let start = table.computed_len;
-            let n = (len - start).min(budget[m]);
-            if n == 0 || !table.reserve(pool, start + n) {
-                table.free(pool);
-                break;
+            match self.place_running(id, budget, plan) {
+                Placement::Scheduled => {
+                    self.waiting.pop(&tenant);
+                    self.admissions += 1;
+                    let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+                    seq.status = SeqStatus::Running;
+                    seq.admitted_at = self.admissions;
+                    self.running.push(id);
+                }
+                Placement::Skipped | Placement::OutOfBlocks => {
+                    let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+                    for m in Model::BOTH {
+                        seq.tables[m.idx()].free(&mut self.pools[m.idx()]);
+                    }
+                    break;
+                }
             }
-            self.waiting.pop(&tenant);
-            seq.status = SeqStatus::Running;
-            self.admissions += 1;
-            seq.admitted_at = self.admissions;
-            self.running.push(id);
-            let num_logits = usize::from(start + n == len);
-            let kind = if start < seq.prompt_len { RowKind::Prefill } else { RowKind::CatchUp };
-            Self::commit_row(seq, RowPlan { model: w, kind, start, end: start + n, extra: 0, num_logits }, budget, plan);
         }
     }
 

@@ -168,18 +168,22 @@ fn speculation_drafts_on_the_slm_and_verifies_on_the_llm_then_rolls_back() {
     let mut s = Scheduler::new(config(64, 64));
     let routing = RoutingParams { speculative_k: 3, ..RoutingParams::default() };
     s.add(Sequence::new(1, "t", (0..6).collect(), SamplingParams::greedy(16), routing, Model::Llm)).unwrap();
-    s.schedule(); // LLM prefill
-    s.update(&[SeqOutcome { seq_id: 1, appended: vec![60], writer: Some(Model::Llm), ..Default::default() }]);
+    // Speculation starts with the prompt: the SLM drafts right after its
+    // prefill, the LLM verifies while it prefills.
     let plan = s.schedule();
     let d = &plan.batch(Model::Slm).rows[0];
     let v = &plan.batch(Model::Llm).rows[0];
-    assert_eq!((d.kind, d.start_pos, d.token_ids.len()), (RowKind::Draft { k: 3 }, 0, 7));
-    assert_eq!((v.kind, v.start_pos, v.token_ids.clone(), v.num_logits), (RowKind::Verify { k: 3 }, 6, vec![60], 4));
+    assert_eq!((d.kind, d.start_pos, d.token_ids.len(), d.num_logits), (RowKind::Draft { k: 3 }, 0, 6, 1));
+    assert_eq!((v.kind, v.start_pos, v.token_ids.len(), v.num_logits), (RowKind::Verify { k: 3 }, 0, 6, 4));
     // One of three drafts accepted, plus the LLM's correction.
     s.update(&[SeqOutcome { seq_id: 1, drafts: Some((3, 1)), appended: vec![61, 62], writer: Some(Model::Llm), ..Default::default() }]);
     let seq = s.seq(1).unwrap();
-    assert_eq!(seq.table(Model::Llm).computed_len, 8, "prompt + 60 + accepted draft");
-    assert_eq!(seq.table(Model::Slm).computed_len, 8);
+    assert_eq!(seq.table(Model::Llm).computed_len, 7, "prompt + the accepted draft");
+    assert_eq!(seq.table(Model::Slm).computed_len, 7, "the SLM fed two drafts; one is rolled back");
     assert_eq!(seq.counters.accepted_draft_tokens, 1);
     s.check_invariants().unwrap();
+    // Next round: each model re-feeds what it lacks (the correction token).
+    let plan = s.schedule();
+    assert_eq!(plan.batch(Model::Slm).rows[0].token_ids, vec![62]);
+    assert_eq!(plan.batch(Model::Llm).rows[0].token_ids, vec![62]);
 }

@@ -15,6 +15,8 @@ pub struct EngineInfo {
     pub max_model_len: usize,
     /// Shared by both models (speculation and catch-up need one vocabulary).
     pub tokenizer: Arc<ModelTokenizer>,
+    /// Routing the server applies when a request names none.
+    pub default_routing: glimprouter_core::RoutingParams,
 }
 
 impl EngineInfo {

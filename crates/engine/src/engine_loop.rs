@@ -1,0 +1,509 @@
+//! The engine thread: one iteration after another of schedule, forward both
+//! models, interpret the logits, update.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Receiver;
+use glimprouter_core::block_pool::PrefixCacheStats;
+use glimprouter_core::params::Policy;
+use glimprouter_core::routing::{initial_writer, rewrite_after_step, route_after_glimpse, StepStats};
+use glimprouter_core::sampling::{entropy, sample, sample_from_probs, sampling_probs, token_logprob};
+use glimprouter_core::scheduler::{Scheduler, SeqOutcome};
+use glimprouter_core::sequence::Sequence;
+use glimprouter_core::spec::{accept_greedy, accept_random};
+use glimprouter_core::{BatchRow, Model, ModelBatch, RowKind, SeqId, TokenId};
+use glimprouter_models::{Logits, ModelRunner, ModelTokenizer};
+
+use crate::api::{EngineError, FinishReason, GenerateRequest, StreamEvent};
+use crate::handle::Command;
+use crate::metrics::EngineMetrics;
+use crate::request::{RequestState, TokenVerdict};
+
+/// Draft tokens the SLM proposed for one LLM-queue sequence this iteration.
+struct Drafted {
+    tokens: Vec<TokenId>,
+    /// The distributions they were drawn from (random sampling only).
+    probs: Vec<Vec<f32>>,
+}
+
+pub(crate) struct EngineCore {
+    pub sched: Scheduler,
+    pub runners: [ModelRunner; 2],
+    pub tokenizer: Arc<ModelTokenizer>,
+    pub metrics: Arc<EngineMetrics>,
+    pub commands: Receiver<Command>,
+    pub requests: HashMap<SeqId, RequestState>,
+    pub ids: HashMap<String, SeqId>,
+    pub next_seq: SeqId,
+    pub last_prefix: [PrefixCacheStats; 2],
+    pub last_preemptions: u64,
+}
+
+impl EngineCore {
+    /// Runs until shutdown or until every handle is dropped.
+    pub fn run(mut self) {
+        loop {
+            if !self.sched.has_work() {
+                // Idle: block instead of spinning.
+                match self.commands.recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                if !self.handle(cmd) {
+                    return;
+                }
+            }
+            self.reap_disconnected();
+            if !self.sched.has_work() {
+                // Aborts may have freed blocks: let the gauges show it.
+                self.update_gauges();
+                continue;
+            }
+            if let Err(e) = self.iteration() {
+                tracing::error!(error = %e, "engine iteration failed; failing every request in flight");
+                self.fail_all(e);
+            }
+            self.update_gauges();
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Submit { request, events } => self.submit(request, events),
+            Command::Abort { request_id } => {
+                if let Some(&id) = self.ids.get(&request_id) {
+                    self.abort(id);
+                }
+            }
+            Command::Shutdown => {
+                let ids: Vec<SeqId> = self.requests.keys().copied().collect();
+                for id in ids {
+                    self.abort(id);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn submit(&mut self, req: GenerateRequest, events: tokio::sync::mpsc::UnboundedSender<StreamEvent>) {
+        if self.ids.contains_key(&req.request_id) {
+            let _ = events.send(StreamEvent::Error(EngineError::InvalidRequest(format!(
+                "request id {} is already in flight",
+                req.request_id
+            ))));
+            return;
+        }
+        let id = self.next_seq;
+        self.next_seq += 1;
+        let writer = initial_writer(&req.routing);
+        let seq = Sequence::new(
+            id,
+            req.tenant.clone(),
+            req.prompt_ids.clone(),
+            req.sampling.clone(),
+            req.routing.clone(),
+            writer,
+        );
+        if let Err(e) = self.sched.add(seq) {
+            let _ = events.send(StreamEvent::Error(EngineError::InvalidRequest(e.to_string())));
+            return;
+        }
+        self.metrics.prompt_tokens.inc_by(req.prompt_ids.len() as u64);
+        let tenant_label = self.metrics.tenant_label(&req.tenant);
+        let eos = self.tokenizer.eos_token_ids().to_vec();
+        let state = RequestState::new(
+            req.request_id.clone(),
+            tenant_label,
+            events,
+            req.sampling,
+            req.routing,
+            req.prompt_ids.len(),
+            eos,
+            req.arrival,
+        );
+        self.ids.insert(req.request_id, id);
+        self.requests.insert(id, state);
+    }
+
+    fn abort(&mut self, id: SeqId) {
+        self.sched.abort(id);
+        if let Some(mut state) = self.requests.remove(&id) {
+            self.ids.remove(&state.request_id);
+            state.finish(FinishReason::Abort, None, &self.metrics);
+        }
+    }
+
+    /// A caller that dropped its receiver (client gone) aborts its request.
+    fn reap_disconnected(&mut self) {
+        let gone: Vec<SeqId> = self.requests.iter().filter(|(_, s)| s.events.is_closed()).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.abort(id);
+        }
+    }
+
+    fn fail_all(&mut self, e: EngineError) {
+        let ids: Vec<SeqId> = self.requests.keys().copied().collect();
+        for id in ids {
+            self.sched.abort(id);
+            if let Some(state) = self.requests.remove(&id) {
+                self.ids.remove(&state.request_id);
+                let _ = state.events.send(StreamEvent::Error(e.clone()));
+            }
+        }
+    }
+
+    fn forward(&mut self, model: Model, batch: &ModelBatch) -> Result<Logits, EngineError> {
+        if batch.is_empty() {
+            return Ok(Logits { data: Vec::new(), vocab: self.runners[model.idx()].config().vocab_size });
+        }
+        let start = Instant::now();
+        let logits = self.runners[model.idx()]
+            .forward(batch)
+            .map_err(|e| EngineError::Internal(format!("{} forward: {e}", model.as_str())))?;
+        let m = model.as_str();
+        self.metrics.forward_seconds.with_label_values(&[m]).observe(start.elapsed().as_secs_f64());
+        self.metrics.iteration_tokens.with_label_values(&[m]).observe(batch.num_tokens() as f64);
+        Ok(logits)
+    }
+
+    fn iteration(&mut self) -> Result<(), EngineError> {
+        let plan = self.sched.schedule();
+        if plan.is_empty() {
+            // Everything waits on something outside this iteration (say a
+            // request larger than the free pool while others drain): yield.
+            std::thread::sleep(Duration::from_millis(1));
+            return Ok(());
+        }
+        let now = Instant::now();
+        for batch in &plan.batches {
+            for row in &batch.rows {
+                if let Some(state) = self.requests.get_mut(&row.seq_id) {
+                    if state.first_scheduled.is_none() {
+                        state.first_scheduled = Some(now);
+                        self.metrics.queue_time.observe((now - state.arrival).as_secs_f64());
+                    }
+                }
+            }
+        }
+
+        let slm_batch = &plan.batches[Model::Slm.idx()];
+        let slm_logits = self.forward(Model::Slm, slm_batch)?;
+        let drafts = self.run_drafts(slm_batch, &slm_logits)?;
+        let mut llm_batch = plan.batches[Model::Llm.idx()].clone();
+        for row in &mut llm_batch.rows {
+            if let RowKind::Verify { .. } = row.kind {
+                if let Some(d) = drafts.get(&row.seq_id) {
+                    row.token_ids.extend_from_slice(&d.tokens);
+                }
+            }
+        }
+        let llm_logits = self.forward(Model::Llm, &llm_batch)?;
+
+        let mut outcomes = Vec::new();
+        let mut offset = 0;
+        for row in &slm_batch.rows {
+            if row.num_logits > 0 && !matches!(row.kind, RowKind::Draft { .. }) {
+                if let Some(o) = self.on_slm_token(row.seq_id, slm_logits.row(offset)) {
+                    outcomes.push(o);
+                }
+            }
+            offset += row.num_logits;
+        }
+        offset = 0;
+        for row in &llm_batch.rows {
+            let rows: Vec<&[f32]> = (offset..offset + row.num_logits).map(|i| llm_logits.row(i)).collect();
+            offset += row.num_logits;
+            if rows.is_empty() {
+                continue;
+            }
+            let outcome = match row.kind {
+                RowKind::Verify { k } => match drafts.get(&row.seq_id) {
+                    Some(d) => self.on_verify(row.seq_id, &d.tokens, &d.probs, &rows, k),
+                    None => None,
+                },
+                RowKind::Judge => self.on_judge(row, &rows),
+                _ => self.on_llm_token(row.seq_id, rows[rows.len() - 1]),
+            };
+            outcomes.extend(outcome);
+        }
+        self.sched.update(&outcomes);
+        for o in &outcomes {
+            if o.finished {
+                if let Some(state) = self.requests.remove(&o.seq_id) {
+                    self.ids.remove(&state.request_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SLM drafts k tokens for each LLM-queue sequence: the first from
+    /// this iteration's SLM batch, the rest in k - 1 small batched forwards.
+    fn run_drafts(&mut self, slm_batch: &ModelBatch, logits: &Logits) -> Result<HashMap<SeqId, Drafted>, EngineError> {
+        let mut drafts: HashMap<SeqId, Drafted> = HashMap::new();
+        let mut templates: Vec<(&BatchRow, usize)> = Vec::new();
+        let mut offset = 0;
+        for row in &slm_batch.rows {
+            if let RowKind::Draft { k } = row.kind {
+                let d = self.draw_draft(row.seq_id, logits.row(offset));
+                drafts.insert(row.seq_id, d);
+                templates.push((row, k));
+            }
+            offset += row.num_logits;
+        }
+        let max_k = templates.iter().map(|&(_, k)| k).max().unwrap_or(0);
+        for j in 1..max_k {
+            let rows: Vec<BatchRow> = templates
+                .iter()
+                .filter(|(_, k)| *k > j)
+                .map(|(t, _)| BatchRow {
+                    seq_id: t.seq_id,
+                    kind: RowKind::Decode,
+                    token_ids: vec![*drafts[&t.seq_id].tokens.last().expect("one draft per row")],
+                    start_pos: t.start_pos + t.token_ids.len() + j - 1,
+                    block_table: t.block_table.clone(),
+                    num_logits: 1,
+                })
+                .collect();
+            let batch = ModelBatch { rows };
+            let out = self.forward(Model::Slm, &batch)?;
+            for (i, row) in batch.rows.iter().enumerate() {
+                let next = self.draw_draft(row.seq_id, out.row(i));
+                if let Some(d) = drafts.get_mut(&row.seq_id) {
+                    d.tokens.extend(next.tokens);
+                    d.probs.extend(next.probs);
+                }
+            }
+        }
+        Ok(drafts)
+    }
+
+    fn draw_draft(&mut self, id: SeqId, logits: &[f32]) -> Drafted {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return Drafted { tokens: vec![0], probs: vec![] };
+        };
+        if state.sampling.is_greedy() {
+            return Drafted { tokens: vec![sample(logits, &state.sampling, &mut state.rng)], probs: vec![] };
+        }
+        let probs = sampling_probs(logits, &state.sampling);
+        let token = sample_from_probs(&probs, &mut state.rng);
+        Drafted { tokens: vec![token], probs: vec![probs] }
+    }
+
+    /// Counts a step opened by `writer` unless its glimpse already did.
+    fn open_step(&mut self, id: SeqId, writer: Model, out: &mut SeqOutcome) {
+        let Some(state) = self.requests.get_mut(&id) else { return };
+        if state.at_step_start && !state.in_answer && !state.step_counted {
+            state.steps += 1;
+            state.step_counted = true;
+            if writer == Model::Llm {
+                state.stats.llm_steps += 1;
+            }
+            // A step the LLM may still rewrite is recorded once judged.
+            if !(writer == Model::Slm && state.holds_steps_for_judging()) {
+                self.metrics.record_step(writer);
+            }
+            out.step_started = Some(writer);
+            state.start_step_tracking();
+        }
+        state.at_step_start = false;
+    }
+
+    /// A token of the SLM: a glimpse at a step start, else the next token of its step.
+    fn on_slm_token(&mut self, id: SeqId, logits: &[f32]) -> Option<SeqOutcome> {
+        let state = self.requests.get_mut(&id)?;
+        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        let glimpse = state.at_step_start && !state.in_answer;
+        if glimpse {
+            let h = entropy(logits);
+            state.stats.h_init.push(h);
+            self.metrics.h_init.observe(h as f64);
+            let dest = route_after_glimpse(&state.routing, h, &mut state.rng);
+            if dest == Model::Llm {
+                // The glimpsed token is dropped; the LLM writes the whole step.
+                state.steps += 1;
+                state.step_counted = true;
+                state.stats.llm_steps += 1;
+                state.at_step_start = false;
+                self.metrics.record_step(Model::Llm);
+                out.step_started = Some(Model::Llm);
+                out.route_to = Some(Model::Llm);
+                return Some(out);
+            }
+        }
+        self.open_step(id, Model::Slm, &mut out);
+        let state = self.requests.get_mut(&id)?;
+        let token = sample(logits, &state.sampling, &mut state.rng);
+        if state.holds_steps_for_judging() {
+            state.step_stats.push_token(entropy(logits), token_logprob(logits, token));
+        }
+        let verdict = state.push_tokens(&[token], Model::Slm, &[logits], &self.tokenizer, &self.metrics);
+        out.appended = vec![token];
+        out.writer = Some(Model::Slm);
+        self.apply_verdict(id, &verdict, Model::Slm, &mut out);
+        Some(out)
+    }
+
+    /// A plain LLM decode (or the last row of a catch-up).
+    fn on_llm_token(&mut self, id: SeqId, logits: &[f32]) -> Option<SeqOutcome> {
+        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        self.open_step(id, Model::Llm, &mut out);
+        let state = self.requests.get_mut(&id)?;
+        let token = sample(logits, &state.sampling, &mut state.rng);
+        let verdict = state.push_tokens(&[token], Model::Llm, &[logits], &self.tokenizer, &self.metrics);
+        out.appended = vec![token];
+        out.writer = Some(Model::Llm);
+        self.apply_verdict(id, &verdict, Model::Llm, &mut out);
+        Some(out)
+    }
+
+    /// The LLM scored k drafts: accept a prefix plus one token of its own.
+    fn on_verify(
+        &mut self,
+        id: SeqId,
+        drafts: &[TokenId],
+        draft_probs: &[Vec<f32>],
+        rows: &[&[f32]],
+        k: usize,
+    ) -> Option<SeqOutcome> {
+        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        self.open_step(id, Model::Llm, &mut out);
+        let state = self.requests.get_mut(&id)?;
+        let acceptance = if state.sampling.is_greedy() {
+            accept_greedy(drafts, rows)
+        } else {
+            let target: Vec<Vec<f32>> = rows.iter().map(|r| sampling_probs(r, &state.sampling)).collect();
+            accept_random(drafts, draft_probs, &target, &mut state.rng)
+        };
+        let a = acceptance.num_accepted.min(k);
+        let mut tokens = drafts[..a].to_vec();
+        tokens.push(acceptance.next_token);
+        state.stats.draft_tokens += k;
+        state.stats.accepted_draft_tokens += a;
+        self.metrics.spec_drafts.inc();
+        self.metrics.spec_draft_tokens.inc_by(k as u64);
+        self.metrics.spec_accepted_tokens.inc_by(a as u64);
+        let verdict = state.push_tokens(&tokens, Model::Llm, &rows[..tokens.len()], &self.tokenizer, &self.metrics);
+        // KV stays valid for the drafts that were both accepted and kept.
+        out.drafts = Some((k, a.min(verdict.kept)));
+        out.appended = tokens[..verdict.kept].to_vec();
+        out.writer = Some(Model::Llm);
+        self.apply_verdict(id, &verdict, Model::Llm, &mut out);
+        Some(out)
+    }
+
+    /// SpecReason's judge: the LLM's mean log-probability of the SLM's step.
+    fn on_judge(&mut self, row: &BatchRow, rows: &[&[f32]]) -> Option<SeqOutcome> {
+        let id = row.seq_id;
+        let seq = self.sched.seq(id)?;
+        let (step_start, len) = (seq.step_start, seq.tokens.len());
+        let mut judge = StepStats::new();
+        for p in step_start..len {
+            // Logits at position p - 1 predict the token at p.
+            if let Some(r) = (p - 1).checked_sub(row.start_pos).and_then(|i| rows.get(i)) {
+                judge.push_judge_logprob(token_logprob(r, seq.tokens[p]));
+            }
+        }
+        let state = self.requests.get_mut(&id)?;
+        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        if rewrite_after_step(&state.routing, &judge) {
+            self.rewrite_step(id, step_start, &mut out);
+        } else {
+            state.release_held(&self.metrics);
+            state.step_snapshot = None;
+            self.metrics.record_step(Model::Slm);
+        }
+        Some(out)
+    }
+
+    /// Discards the SLM's current step; the LLM writes it again.
+    fn rewrite_step(&mut self, id: SeqId, step_start: usize, out: &mut SeqOutcome) {
+        let Some(state) = self.requests.get_mut(&id) else { return };
+        state.rollback_step();
+        state.stats.llm_steps += 1;
+        state.at_step_start = false;
+        state.step_counted = true;
+        self.metrics.record_step(Model::Llm);
+        out.appended.clear();
+        out.writer = None;
+        out.rollback_to = Some(step_start);
+        out.step_rewritten = true;
+        out.route_to = Some(Model::Llm);
+    }
+
+    fn apply_verdict(&mut self, id: SeqId, verdict: &TokenVerdict, writer: Model, out: &mut SeqOutcome) {
+        let Some(state) = self.requests.get_mut(&id) else { return };
+        if let Some((reason, stop)) = verdict.finish.clone() {
+            out.finished = true;
+            state.finish(reason, stop, &self.metrics);
+            return;
+        }
+        let answer_model = state.routing.answer_model;
+        let step_budget_spent = state.routing.max_steps.is_some_and(|m| state.steps >= m);
+        if verdict.answer_started || (verdict.step_end && step_budget_spent && !state.in_answer) {
+            state.in_answer = true;
+            state.release_held(&self.metrics);
+            state.step_snapshot = None;
+            out.enter_answer = true;
+            if writer != answer_model {
+                out.route_to = Some(answer_model);
+            }
+            return;
+        }
+        if !verdict.step_end {
+            return;
+        }
+        state.at_step_start = true;
+        state.step_counted = false;
+        let policy = state.routing.policy;
+        match writer {
+            Model::Slm => match policy {
+                Policy::Specreason => out.request_judge = true,
+                Policy::StepEntropy | Policy::StepPpl => {
+                    let step_start = self.sched.seq(id).map(|s| s.step_start).unwrap_or(0);
+                    if rewrite_after_step(&state.routing, &state.step_stats) {
+                        self.rewrite_step(id, step_start, out);
+                    } else {
+                        state.release_held(&self.metrics);
+                        state.step_snapshot = None;
+                        self.metrics.record_step(Model::Slm);
+                    }
+                }
+                _ => {}
+            },
+            Model::Llm => {
+                if policy != Policy::Llm {
+                    out.route_to = Some(Model::Slm);
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&mut self) {
+        let m = &self.metrics;
+        m.requests_waiting.set(self.sched.num_waiting() as i64);
+        for model in Model::BOTH {
+            let label = [model.as_str()];
+            m.requests_running.with_label_values(&label).set(self.sched.num_running(model) as i64);
+            m.kv_cache_usage.with_label_values(&label).set(self.sched.pool(model).usage());
+            let stats = self.sched.prefix_cache_stats(model);
+            let last = &mut self.last_prefix[model.idx()];
+            m.prefix_cache_queries.with_label_values(&label).inc_by(stats.queries - last.queries);
+            m.prefix_cache_hits.with_label_values(&label).inc_by(stats.hits - last.hits);
+            *last = stats;
+        }
+        let p = self.sched.num_preemptions();
+        m.preemptions.inc_by(p - self.last_preemptions);
+        self.last_preemptions = p;
+    }
+}

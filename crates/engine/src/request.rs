@@ -1,0 +1,239 @@
+//! One request's engine-side state: RNG, text watching, streaming, stats.
+//!
+//! The scheduler's `Sequence` holds what scheduling needs (tokens, writer,
+//! KV tables); this holds what interpreting logits and talking to the caller
+//! needs.
+
+use std::time::Instant;
+
+use glimprouter_core::routing::StepStats;
+use glimprouter_core::sampling::{top_logprobs, SeqRng};
+use glimprouter_core::steps::TextWatcher;
+use glimprouter_core::{Model, RoutingParams, SamplingParams, TokenId};
+use glimprouter_models::ModelTokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::api::{FinishReason, Finished, RoutingStats, StreamEvent, TokenDelta, TokenLogprob, Usage};
+use crate::detokenize::IncrementalDecoder;
+use crate::metrics::EngineMetrics;
+
+/// Text-side state that a rewritten step must be rolled back to.
+#[derive(Clone)]
+pub(crate) struct TextState {
+    pub watcher: TextWatcher,
+    pub decoder: IncrementalDecoder,
+    pub output_len: usize,
+}
+
+pub(crate) struct RequestState {
+    pub request_id: String,
+    pub tenant_label: String,
+    pub events: UnboundedSender<StreamEvent>,
+    pub sampling: SamplingParams,
+    pub routing: RoutingParams,
+    pub rng: SeqRng,
+    pub text: TextState,
+    /// Output tokens so far (mirrors the scheduler's sequence).
+    pub output: Vec<TokenId>,
+    pub prompt_len: usize,
+    pub eos: Vec<TokenId>,
+    /// The next token this sequence produces opens a reasoning step.
+    pub at_step_start: bool,
+    /// The current step was already counted (at its glimpse).
+    pub step_counted: bool,
+    pub in_answer: bool,
+    pub steps: usize,
+    /// Per-token entropy / log-prob of the SLM's current step (judge policies).
+    pub step_stats: StepStats,
+    /// Text state at the start of the current step (judge policies roll back to it).
+    pub step_snapshot: Option<TextState>,
+    /// Deltas of an SLM step not yet judged (judge policies hold them back).
+    pub held_deltas: Vec<TokenDelta>,
+    pub stats: RoutingStats,
+    pub arrival: Instant,
+    pub first_scheduled: Option<Instant>,
+    pub last_emit: Option<Instant>,
+    pub finished: bool,
+}
+
+/// What feeding tokens through the request's text state concluded.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct TokenVerdict {
+    /// How many of the offered tokens were kept.
+    pub kept: usize,
+    pub step_end: bool,
+    pub answer_started: bool,
+    pub finish: Option<(FinishReason, Option<String>)>,
+}
+
+impl RequestState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        request_id: String,
+        tenant_label: String,
+        events: UnboundedSender<StreamEvent>,
+        sampling: SamplingParams,
+        routing: RoutingParams,
+        prompt_len: usize,
+        eos: Vec<TokenId>,
+        arrival: Instant,
+    ) -> Self {
+        let watcher = TextWatcher::from_params(&routing, &sampling);
+        let stats = RoutingStats { policy: routing.policy.as_str().to_string(), ..RoutingStats::default() };
+        Self {
+            request_id,
+            tenant_label,
+            events,
+            rng: SeqRng::new(sampling.seed),
+            text: TextState { watcher, decoder: IncrementalDecoder::default(), output_len: 0 },
+            sampling,
+            routing,
+            output: Vec::new(),
+            prompt_len,
+            eos,
+            at_step_start: true,
+            step_counted: false,
+            in_answer: false,
+            steps: 0,
+            step_stats: StepStats::new(),
+            step_snapshot: None,
+            held_deltas: Vec::new(),
+            stats,
+            arrival,
+            first_scheduled: None,
+            last_emit: None,
+            finished: false,
+        }
+    }
+
+    pub fn holds_steps_for_judging(&self) -> bool {
+        self.routing.policy.judges_after_step() && !self.in_answer
+    }
+
+    /// Feeds sampled tokens, in order, through EOS / length / text checks.
+    /// Stops at the first token that ends the step or the request; tokens
+    /// after it are not kept. Streams (or holds) the text of kept tokens.
+    /// `logits_rows[i]`, when logprobs were asked for, is the distribution
+    /// token `i` was drawn from.
+    pub fn push_tokens(
+        &mut self,
+        tokens: &[TokenId],
+        writer: Model,
+        logits_rows: &[&[f32]],
+        tokenizer: &ModelTokenizer,
+        metrics: &EngineMetrics,
+    ) -> TokenVerdict {
+        let mut verdict = TokenVerdict::default();
+        let mut text = String::new();
+        let mut logprobs = self.sampling.logprobs.map(|_| Vec::new());
+        for (i, &tok) in tokens.iter().enumerate() {
+            self.output.push(tok);
+            verdict.kept += 1;
+            if let (Some(n), Some(lps), Some(row)) = (self.sampling.logprobs, logprobs.as_mut(), logits_rows.get(i)) {
+                let (lp, top) = top_logprobs(row, tok, n);
+                lps.push(TokenLogprob { token_id: tok, logprob: lp, top });
+            }
+            let is_eos = !self.sampling.ignore_eos && self.eos.contains(&tok);
+            let piece = if is_eos {
+                String::new()
+            } else {
+                self.text.decoder.next_text(tokenizer, &self.output).unwrap_or_default()
+            };
+            self.text.output_len = self.output.len();
+            let ev = self.text.watcher.push(&piece);
+            text.push_str(&ev.emit);
+            if let Some(i) = ev.stop {
+                let stop = self.sampling.stop.get(i).cloned();
+                verdict.finish = Some((FinishReason::Stop, stop));
+                break;
+            }
+            if is_eos {
+                verdict.finish = Some((FinishReason::Stop, None));
+                break;
+            }
+            if self.output.len() >= self.sampling.max_tokens {
+                verdict.finish = Some((FinishReason::Length, None));
+                break;
+            }
+            if ev.answer_started {
+                verdict.answer_started = true;
+                break;
+            }
+            if ev.step_end {
+                verdict.step_end = true;
+                break;
+            }
+        }
+        if verdict.finish.is_some() {
+            text.push_str(&self.text.watcher.finish());
+        }
+        match writer {
+            Model::Slm => self.stats.slm_tokens += verdict.kept,
+            Model::Llm => self.stats.llm_tokens += verdict.kept,
+        }
+        metrics.generation_tokens.with_label_values(&[writer.as_str()]).inc_by(verdict.kept as u64);
+        metrics.tenant_generation_tokens.with_label_values(&[&self.tenant_label]).inc_by(verdict.kept as u64);
+        let delta = TokenDelta { token_ids: tokens[..verdict.kept].to_vec(), text, writer, logprobs };
+        if self.holds_steps_for_judging() && writer == Model::Slm && self.step_snapshot.is_some() {
+            self.held_deltas.push(delta);
+        } else {
+            self.emit(delta, metrics);
+        }
+        verdict
+    }
+
+    pub fn emit(&mut self, delta: TokenDelta, metrics: &EngineMetrics) {
+        let now = Instant::now();
+        match self.last_emit {
+            None => metrics.ttft.observe((now - self.arrival).as_secs_f64()),
+            Some(prev) => metrics.itl.observe((now - prev).as_secs_f64()),
+        }
+        self.last_emit = Some(now);
+        let _ = self.events.send(StreamEvent::Token(delta));
+    }
+
+    /// Streams a judged-and-kept step.
+    pub fn release_held(&mut self, metrics: &EngineMetrics) {
+        for d in std::mem::take(&mut self.held_deltas) {
+            self.emit(d, metrics);
+        }
+    }
+
+    /// Forgets the current (rejected) SLM step: output, text state, stats.
+    pub fn rollback_step(&mut self) {
+        if let Some(snap) = self.step_snapshot.take() {
+            let removed = self.output.len() - snap.output_len;
+            self.output.truncate(snap.output_len);
+            self.stats.slm_tokens = self.stats.slm_tokens.saturating_sub(removed);
+            self.text = snap;
+        }
+        self.held_deltas.clear();
+    }
+
+    pub fn start_step_tracking(&mut self) {
+        self.step_stats.reset();
+        if self.holds_steps_for_judging() {
+            self.step_snapshot = Some(self.text.clone());
+        }
+    }
+
+    pub fn finish(&mut self, reason: FinishReason, stop_string: Option<String>, metrics: &EngineMetrics) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.release_held(metrics);
+        self.stats.steps = self.steps;
+        self.stats.llm_step_ratio =
+            if self.stats.steps > 0 { self.stats.llm_steps as f32 / self.stats.steps as f32 } else { 0.0 };
+        metrics.e2e.observe(self.arrival.elapsed().as_secs_f64());
+        metrics.request_success.with_label_values(&[reason.as_str()]).inc();
+        let usage = Usage { prompt_tokens: self.prompt_len, completion_tokens: self.output.len() };
+        let _ = self.events.send(StreamEvent::Finished(Finished {
+            reason,
+            stop_string,
+            usage,
+            routing: self.stats.clone(),
+        }));
+    }
+}

@@ -1,0 +1,140 @@
+//! Builds a random-weight SLM/LLM pair sharing the task tokenizer, starts
+//! engines over it, and collects request outputs.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use glimprouter_core::{Model, RoutingParams, SamplingParams};
+use glimprouter_engine::{Engine, EngineConfig, EngineHandle, Finished, GenerateRequest, StreamEvent};
+use glimprouter_models::task::{build_task_tokenizer, write_tokenizer_files};
+use glimprouter_models::{make_model, Arch, MakeModelSpec};
+
+pub struct Pair {
+    pub slm: PathBuf,
+    pub llm: PathBuf,
+}
+
+/// The pair is written once per test process.
+pub fn pair() -> &'static Pair {
+    static PAIR: OnceLock<Pair> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("glimp-engine-tests-{}", std::process::id()));
+        let tok_dir = dir.join("tokenizer");
+        let tokenizer = build_task_tokenizer().expect("task tokenizer");
+        write_tokenizer_files(&tok_dir, &tokenizer, 1024).expect("tokenizer files");
+        let vocab = tokenizer.get_vocab_size(true);
+        let make = |name: &str, hidden: usize, layers: usize, seed: u64| -> PathBuf {
+            let out = dir.join(name);
+            let spec = MakeModelSpec {
+                layers,
+                hidden,
+                intermediate: hidden * 2,
+                heads: 4,
+                kv_heads: 2,
+                vocab,
+                max_position: 1024,
+                ..MakeModelSpec::tiny(Arch::Qwen3, seed)
+            };
+            make_model(&spec, &out, Some(&tok_dir.join("tokenizer.json"))).expect("make model");
+            out
+        };
+        Pair { slm: make("slm", 32, 1, 1), llm: make("llm", 64, 2, 2) }
+    })
+}
+
+pub fn config(pair: &Pair) -> EngineConfig {
+    let mut c = EngineConfig::for_models(&pair.slm, &pair.llm);
+    c.slm.kv_cache_mb = 8;
+    c.llm.kv_cache_mb = 8;
+    c.max_num_batched_tokens = 512;
+    c
+}
+
+pub fn start(config: &EngineConfig) -> EngineHandle {
+    Engine::start(config, Default::default()).expect("engine starts")
+}
+
+pub fn prompt(engine: &EngineHandle, text: &str) -> Vec<u32> {
+    engine.info().tokenizer.encode(text, false).expect("encodes")
+}
+
+pub fn request(id: &str, prompt_ids: Vec<u32>, sampling: SamplingParams, routing: RoutingParams) -> GenerateRequest {
+    GenerateRequest { request_id: id.to_string(), tenant: "test".into(), prompt_ids, sampling, routing, arrival: Instant::now() }
+}
+
+/// A space ends a step: nearly every token of the task vocabulary carries
+/// one, so random-weight models (which loop greedily) still take many steps.
+pub fn routing(policy: glimprouter_core::params::Policy, tau: f32, k: usize) -> RoutingParams {
+    RoutingParams { policy, tau, speculative_k: k, delimiter: " ".into(), ..RoutingParams::default() }
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub tokens: Vec<u32>,
+    pub writers: Vec<Model>,
+    pub finished: Finished,
+}
+
+/// Submits every request at once and waits for all of them.
+pub fn run_all(engine: &EngineHandle, requests: Vec<GenerateRequest>) -> Vec<Output> {
+    let receivers: Vec<_> = requests.into_iter().map(|r| engine.submit(r).expect("accepted")).collect();
+    receivers.into_iter().map(collect).collect()
+}
+
+pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut tokens = Vec::new();
+    let mut writers = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "request hung");
+        match rx.blocking_recv() {
+            Some(StreamEvent::Token(d)) => {
+                writers.extend(std::iter::repeat_n(d.writer, d.token_ids.len()));
+                tokens.extend(d.token_ids);
+            }
+            Some(StreamEvent::Finished(finished)) => return Output { tokens, writers, finished },
+            Some(StreamEvent::Error(e)) => panic!("request failed: {e}"),
+            None => panic!("engine dropped the request"),
+        }
+    }
+}
+
+/// Reads a gauge from the engine's registry.
+pub fn gauge(engine: &EngineHandle, name: &str, label: (&str, &str)) -> f64 {
+    for family in engine.metrics().registry.gather() {
+        if family.name() != name {
+            continue;
+        }
+        for m in family.get_metric() {
+            if m.get_label().iter().any(|l| l.name() == label.0 && l.value() == label.1) {
+                return m.get_gauge().value();
+            }
+        }
+    }
+    panic!("no gauge {name}{{{}={}}}", label.0, label.1)
+}
+
+pub fn counter(engine: &EngineHandle, name: &str) -> f64 {
+    engine
+        .metrics()
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().value()).collect::<Vec<_>>())
+        .sum()
+}
+
+/// Waits until both pools are empty again (every block freed or evictable).
+pub fn wait_for_empty_pools(engine: &EngineHandle) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used: f64 = ["slm", "llm"].iter().map(|m| gauge(engine, "glimp:kv_cache_usage_perc", ("model", m))).sum();
+        if used == 0.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "KV blocks still held: usage sum {used}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,120 @@
+//! Greedy equivalences the method promises (DESIGN.md's invariants).
+
+use glimprouter_core::params::Policy;
+use glimprouter_core::{Model, SamplingParams};
+
+use crate::harness::*;
+
+const PROMPTS: [&str; 4] = [
+    "Problem: 3 plus 4",
+    "Problem: start at 12, add 7, then subtract 5",
+    "Problem: 9",
+    "Problem: start at 40, add 13, add 8, subtract 21, add 2",
+];
+
+fn outputs(policy: Policy, tau: f32, k: usize) -> Vec<Output> {
+    let engine = start(&config(pair()));
+    let reqs = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| request(&format!("r{i}"), prompt(&engine, p), SamplingParams::greedy(48), routing(policy, tau, k)))
+        .collect();
+    let out = run_all(&engine, reqs);
+    engine.shutdown();
+    out
+}
+
+fn tokens(outs: &[Output]) -> Vec<Vec<u32>> {
+    outs.iter().map(|o| o.tokens.clone()).collect()
+}
+
+#[test]
+fn tau_plus_infinity_is_exactly_the_slm_and_minus_infinity_exactly_the_llm() {
+    let slm_only = outputs(Policy::Slm, 0.0, 0);
+    let llm_only = outputs(Policy::Llm, 0.0, 0);
+    let glimp_inf = outputs(Policy::Glimp, f32::INFINITY, 0);
+    let glimp_neg = outputs(Policy::Glimp, f32::NEG_INFINITY, 0);
+    assert_ne!(tokens(&slm_only), tokens(&llm_only), "the two models must differ for this test to mean anything");
+    assert_eq!(tokens(&glimp_inf), tokens(&slm_only));
+    assert_eq!(tokens(&glimp_neg), tokens(&llm_only));
+    let steps: usize = glimp_neg.iter().map(|o| o.finished.routing.steps).sum();
+    assert!(steps > 2 * glimp_neg.len(), "several steps were routed: {:?}", glimp_neg.iter().map(|o| &o.tokens).collect::<Vec<_>>());
+    for o in &glimp_neg {
+        assert_eq!(o.finished.routing.steps, o.finished.routing.llm_steps);
+        assert!(o.writers.iter().all(|&w| w == Model::Llm));
+    }
+    for o in &glimp_inf {
+        assert_eq!(o.finished.routing.llm_steps, 0);
+        assert!(o.writers.iter().all(|&w| w == Model::Slm));
+    }
+}
+
+#[test]
+fn speculation_on_or_off_gives_identical_greedy_output() {
+    let plain = outputs(Policy::Llm, 0.0, 0);
+    let spec = outputs(Policy::Llm, 0.0, 3);
+    assert_eq!(tokens(&plain), tokens(&spec));
+    let drafted: usize = spec.iter().map(|o| o.finished.routing.draft_tokens).sum();
+    assert!(drafted > 0, "speculation actually ran");
+    // Mixed routing with speculation inside LLM steps.
+    let h: Vec<f32> = outputs(Policy::Glimp, 0.0, 0).iter().flat_map(|o| o.finished.routing.h_init.clone()).collect();
+    let mut sorted = h.clone();
+    sorted.sort_by(f32::total_cmp);
+    let tau = sorted[sorted.len() / 2];
+    let mixed_plain = outputs(Policy::Glimp, tau, 0);
+    let mixed_spec = outputs(Policy::Glimp, tau, 2);
+    assert_eq!(tokens(&mixed_plain), tokens(&mixed_spec));
+    let llm_steps: usize = mixed_plain.iter().map(|o| o.finished.routing.llm_steps).sum();
+    let steps: usize = mixed_plain.iter().map(|o| o.finished.routing.steps).sum();
+    assert!(llm_steps > 0 && llm_steps < steps, "a median tau routes some steps each way ({llm_steps}/{steps})");
+}
+
+#[test]
+fn a_request_gives_the_same_output_alone_and_among_31_others() {
+    let engine = start(&config(pair()));
+    let sampling = SamplingParams::greedy(40);
+    let r = || routing(Policy::Glimp, 2.0, 2);
+    let alone = run_all(&engine, vec![request("alone", prompt(&engine, PROMPTS[3]), sampling.clone(), r())]);
+    let mut reqs = vec![request("target", prompt(&engine, PROMPTS[3]), sampling.clone(), r())];
+    for i in 0..31 {
+        let text = format!("Problem: start at {i}, add {}", i * 7 % 13);
+        let s = SamplingParams::greedy(8 + i % 24);
+        reqs.push(request(&format!("other{i}"), prompt(&engine, &text), s, r()));
+    }
+    let batched = run_all(&engine, reqs);
+    assert_eq!(alone[0].tokens, batched[0].tokens);
+    // H_init of each glimpse is the same batched as alone.
+    let (a, b) = (&alone[0].finished.routing.h_init, &batched[0].finished.routing.h_init);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-4, "H_init {x} alone vs {y} batched");
+    }
+    engine.shutdown();
+}
+
+#[test]
+fn preemption_mid_step_does_not_change_the_output() {
+    let mut small = config(pair());
+    // 40 blocks of 4 positions per pool: two or three of these sequences fit
+    // at full length, so the six of them preempt each other.
+    small.block_size = 4;
+    small.slm.num_blocks = Some(40);
+    small.llm.num_blocks = Some(40);
+    let roomy = start(&config(pair()));
+    let reqs = |e: &glimprouter_engine::EngineHandle| -> Vec<_> {
+        (0..6)
+            .map(|i| {
+                let p = prompt(e, &format!("Problem: start at {}, add 5, subtract 2", i + 10));
+                request(&format!("p{i}"), p, SamplingParams::greedy(40), routing(Policy::Glimp, 2.0, 2))
+            })
+            .collect()
+    };
+    let expected = run_all(&roomy, reqs(&roomy));
+    roomy.shutdown();
+    let tight_engine = start(&small);
+    let got = run_all(&tight_engine, reqs(&tight_engine));
+    let preemptions = counter(&tight_engine, "glimp:num_preemptions_total");
+    assert!(preemptions > 0.0, "the tight pool forced preemptions");
+    assert_eq!(tokens(&expected), tokens(&got));
+    tight_engine.shutdown();
+}
