@@ -1,0 +1,92 @@
+//! The TOML config file: `[engine]` and `[server]`, with command-line overrides.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use glimprouter_engine::EngineConfig;
+use glimprouter_server::ServerConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// Where the default config lives, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "configs/default.toml";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Override any config key, e.g. `--set engine.routing.tau=0.8`
+    /// (value in TOML syntax; bare words are taken as strings). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        load(&self.config, &self.overrides)
+    }
+}
+
+pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    for o in overrides {
+        apply_override(&mut doc, o)?;
+    }
+    let mut config: Config =
+        toml::Value::Table(doc).try_into().with_context(|| format!("invalid config {}", path.display()))?;
+    // Model paths are relative to the config file, so it works from any directory.
+    let base = path.parent().unwrap_or(Path::new("."));
+    for section in [&mut config.engine.slm, &mut config.engine.llm] {
+        if section.path.is_relative() {
+            section.path = base.join(&section.path);
+        }
+    }
+    Ok(config)
+}
+
+fn apply_override(doc: &mut toml::Table, assignment: &str) -> anyhow::Result<()> {
+    let Some((key, raw)) = assignment.split_once('=') else {
+        bail!("--set expects KEY=VALUE, got `{assignment}`");
+    };
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().context("empty key in --set")?;
+    let mut table = doc;
+    for p in parents {
+        let entry = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().with_context(|| format!("--set {key}: `{p}` is not a table"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_reach_nested_keys_and_unknown_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("glimp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[engine]\nslm = { path = \"s\" }\nllm = { path = \"l\" }\n").unwrap();
+        let c = load(&path, &["engine.routing.tau=0.25".into(), "server.port=9001".into()]).unwrap();
+        assert_eq!(c.engine.routing.tau, 0.25);
+        assert_eq!(c.server.port, 9001);
+        assert_eq!(c.engine.slm.path, dir.join("s"));
+        let err = load(&path, &["engine.no_such_key=1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+    }
+}
