@@ -34,16 +34,48 @@ fn bench(c: &mut Criterion) {
     c.bench_function("argmax", |b| b.iter(|| argmax(black_box(&logits))));
     let cases = [
         ("sample t=1", SamplingParams::default()),
-        ("sample t=0.6 top_p=0.95", SamplingParams { temperature: 0.6, top_p: 0.95, ..SamplingParams::default() }),
-        ("sample top_k=50", SamplingParams { top_k: 50, ..SamplingParams::default() }),
-        ("sample top_k=50 top_p=0.9 min_p=0.05", SamplingParams { top_k: 50, top_p: 0.9, min_p: 0.05, ..SamplingParams::default() }),
+        (
+            "sample t=0.6 top_p=0.95",
+            SamplingParams {
+                temperature: 0.6,
+                top_p: 0.95,
+                ..SamplingParams::default()
+            },
+        ),
+        (
+            "sample top_k=50",
+            SamplingParams {
+                top_k: 50,
+                ..SamplingParams::default()
+            },
+        ),
+        (
+            "sample top_k=50 top_p=0.9 min_p=0.05",
+            SamplingParams {
+                top_k: 50,
+                top_p: 0.9,
+                min_p: 0.05,
+                ..SamplingParams::default()
+            },
+        ),
         // A flat distribution is top-p's worst case: the nucleus is huge.
-        ("sample t=5 top_p=0.95", SamplingParams { temperature: 5.0, top_p: 0.95, ..SamplingParams::default() }),
+        (
+            "sample t=5 top_p=0.95",
+            SamplingParams {
+                temperature: 5.0,
+                top_p: 0.95,
+                ..SamplingParams::default()
+            },
+        ),
     ];
     for (name, params) in cases {
-        c.bench_function(name, |b| b.iter(|| sample(black_box(&logits), &params, &mut rng)));
+        c.bench_function(name, |b| {
+            b.iter(|| sample(black_box(&logits), &params, &mut rng))
+        });
     }
-    c.bench_function("top_logprobs n=20", |b| b.iter(|| top_logprobs(black_box(&logits), 5, 20)));
+    c.bench_function("top_logprobs n=20", |b| {
+        b.iter(|| top_logprobs(black_box(&logits), 5, 20))
+    });
 }
 
 criterion_group!(benches, bench);
