@@ -1,0 +1,228 @@
+//! Submitting a request's choices to the engine and collecting their outputs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry;
+use glimprouter_core::{RoutingParams, SamplingParams};
+use glimprouter_engine::{Finished, GenerateRequest, StreamEvent, TokenLogprob};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::metrics::RunningGuard;
+use crate::middleware::refuse;
+use crate::state::AppState;
+
+/// Who is asking, and since when.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    /// `cmpl-...` / `chatcmpl-...`.
+    pub id: String,
+    pub tenant: Tenant,
+    pub arrival: Instant,
+}
+
+/// The tenant's concurrency slot and its place in the running gauge, held
+/// until the response (stream) ends.
+pub struct Admission {
+    _permit: Option<OwnedSemaphorePermit>,
+    _running: RunningGuard,
+}
+
+/// Checks the tenant's concurrency and token limits. `tokens`: prompt tokens
+/// plus the completion tokens the request may produce.
+pub fn admit(state: &AppState, tenant: &str, tokens: u64) -> Result<Admission, ApiError> {
+    let permit = state
+        .limits
+        .try_acquire(tenant)
+        .map_err(|e| refuse(state, tenant, e))?;
+    state
+        .limits
+        .check_tokens(tenant, tokens)
+        .map_err(|e| refuse(state, tenant, e))?;
+    Ok(Admission {
+        _permit: permit,
+        _running: state.metrics.running(tenant),
+    })
+}
+
+/// Aborts its engine request when dropped before the request finished
+/// (client gone, error in a sibling choice, timeout).
+pub struct AbortGuard {
+    state: Arc<AppState>,
+    engine_id: String,
+    finished: bool,
+}
+
+impl AbortGuard {
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::debug!(engine_id = %self.engine_id, "aborting unfinished request");
+            self.state.backend.abort(&self.engine_id);
+        }
+        self.state.inflight.remove(&self.engine_id);
+    }
+}
+
+/// One choice being generated.
+pub struct Job {
+    /// The choice's index in the response.
+    pub choice: usize,
+    /// Which prompt it continues.
+    pub prompt: usize,
+    pub events: UnboundedReceiver<StreamEvent>,
+    pub guard: AbortGuard,
+}
+
+/// Submits `n` choices per prompt. Choice `p * n + i` is the `i`-th of prompt
+/// `p`; its engine id is the request id, suffixed with `-<choice>` when the
+/// request has more than one choice.
+pub fn submit(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    prompts: &[Vec<u32>],
+    sampling: &SamplingParams,
+    routing: &RoutingParams,
+    n: usize,
+) -> Result<Vec<Job>, ApiError> {
+    let total = prompts.len() * n;
+    let mut jobs = Vec::with_capacity(total);
+    for (p, prompt_ids) in prompts.iter().enumerate() {
+        for i in 0..n {
+            let choice = p * n + i;
+            let engine_id = if total == 1 {
+                ctx.id.clone()
+            } else {
+                format!("{}-{choice}", ctx.id)
+            };
+            match state.inflight.entry(engine_id.clone()) {
+                Entry::Occupied(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "Request id `{engine_id}` is already in use."
+                    )));
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(());
+                }
+            }
+            let mut guard = AbortGuard {
+                state: state.clone(),
+                engine_id: engine_id.clone(),
+                finished: false,
+            };
+            let mut choice_sampling = sampling.clone();
+            // Seeded choices of one prompt must differ from each other yet stay reproducible.
+            choice_sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let request = GenerateRequest {
+                request_id: engine_id,
+                tenant: ctx.tenant.0.to_string(),
+                prompt_ids: prompt_ids.clone(),
+                sampling: choice_sampling,
+                routing: routing.clone(),
+                arrival: ctx.arrival,
+            };
+            match state.backend.submit(request) {
+                Ok(events) => jobs.push(Job {
+                    choice,
+                    prompt: p,
+                    events,
+                    guard,
+                }),
+                Err(error) => {
+                    // Never reached the engine: nothing to abort.
+                    guard.finish();
+                    return Err(error.into());
+                }
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// The full output of one choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceOutput {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finished: Finished,
+}
+
+/// Reads a choice's events to its end.
+pub async fn collect(job: &mut Job) -> Result<ChoiceOutput, ApiError> {
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    while let Some(event) = job.events.recv().await {
+        match event {
+            StreamEvent::Token(delta) => {
+                text.push_str(&delta.text);
+                logprobs.extend(delta.logprobs.unwrap_or_default());
+            }
+            StreamEvent::Finished(finished) => {
+                job.guard.finish();
+                return Ok(ChoiceOutput {
+                    text,
+                    logprobs,
+                    finished,
+                });
+            }
+            StreamEvent::Error(error) => {
+                job.guard.finish();
+                return Err(error.into());
+            }
+        }
+    }
+    Err(ended_early())
+}
+
+pub fn ended_early() -> ApiError {
+    ApiError::internal("The engine ended the request without finishing it.")
+}
+
+pub fn timed_out(limit: Duration) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "The request did not finish within {} s and was aborted.",
+            limit.as_secs()
+        ),
+    )
+}
+
+/// When a request must be done by: `request_timeout` after its arrival.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    pub limit: Duration,
+}
+
+impl Deadline {
+    pub fn new(arrival: Instant, limit: Option<Duration>) -> Option<Self> {
+        limit.map(|limit| Deadline {
+            at: tokio::time::Instant::from_std(arrival + limit),
+            limit,
+        })
+    }
+}
+
+/// Collects every choice, in choice order; the first error wins (and the
+/// other choices are aborted when the jobs are dropped).
+pub async fn collect_all(
+    jobs: &mut [Job],
+    deadline: Option<Deadline>,
+) -> Result<Vec<ChoiceOutput>, ApiError> {
+    let all = futures::future::try_join_all(jobs.iter_mut().map(collect));
+    match deadline {
+        None => all.await,
+        Some(d) => tokio::time::timeout_at(d.at, all)
+            .await
+            .map_err(|_| timed_out(d.limit))?,
+    }
+}

@@ -1,0 +1,321 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use glimprouter_engine::{Finished, TokenDelta};
+use tracing::Instrument;
+
+use super::{check_model, check_stream_options};
+use crate::auth::Tenant;
+use crate::backend::Backend;
+use crate::error::ApiError;
+use crate::generation::{admit, collect_all, submit, Deadline, RequestCtx};
+use crate::json::ApiJson;
+use crate::middleware::RequestId;
+use crate::params::{chat_turns, check_sampling, routing_params, SamplingInput};
+use crate::protocol::chat::{
+    AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatRequest, ChatResponse,
+    CHAT_CHUNK_OBJECT, CHAT_OBJECT,
+};
+use crate::protocol::common::unix_now;
+use crate::protocol::logprobs::ChatLogprobs;
+use crate::protocol::{RoutingSummary, UsageOut};
+use crate::sse::{stream_response, to_json, ChunkWriter, StreamSpec};
+use crate::state::AppState;
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let ctx = RequestCtx {
+        id: format!("chatcmpl-{}", request_id.id),
+        tenant,
+        arrival: request_id.arrival,
+    };
+    let span = tracing::info_span!("request", id = %ctx.id, tenant = %ctx.tenant.0);
+    let result = handle(state, ctx, body, span.clone())
+        .instrument(span.clone())
+        .await;
+    if let Err(error) = &result {
+        span.in_scope(|| tracing::info!(status = error.status.as_u16(), error = %error.message, "request refused"));
+    }
+    result
+}
+
+/// The prompt of a chat request: its messages through the model's chat template.
+fn chat_prompt(state: &AppState, body: &ChatRequest) -> Result<Vec<u32>, ApiError> {
+    let turns = chat_turns(&body.messages)?;
+    let codec = state.backend.codec();
+    let text = match codec.apply_chat_template(&turns, body.add_generation_prompt.unwrap_or(true)) {
+        None => return Err(ApiError::bad_request(
+            "This model has no chat template (tokenizer_config.json); use /v1/completions instead.",
+        )),
+        Some(Err(error)) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("Cannot apply the chat template: {error}"),
+            ))
+        }
+        Some(Ok(text)) => text,
+    };
+    // The template already wrote the special tokens it wants.
+    let ids = codec
+        .encode(&text, false)
+        .map_err(|e| ApiError::invalid("messages", format!("Cannot tokenize the messages: {e}")))?;
+    if ids.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "The messages render to an empty prompt.",
+        ));
+    }
+    Ok(ids)
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    ctx: RequestCtx,
+    body: ChatRequest,
+    span: tracing::Span,
+) -> Result<Response, ApiError> {
+    check_model(&state, body.model.as_deref())?;
+    let stream = body.stream.unwrap_or(false);
+    check_stream_options(stream, body.stream_options.is_some())?;
+    let want_logprobs = body.logprobs.unwrap_or(false);
+    if body.top_logprobs.is_some() && !want_logprobs {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`top_logprobs` needs `logprobs` set to true.",
+        ));
+    }
+    let (max_tokens, max_tokens_param) = match body.max_completion_tokens {
+        Some(m) => (Some(m), "max_completion_tokens"),
+        None => (body.max_tokens, "max_tokens"),
+    };
+    let checked = check_sampling(SamplingInput {
+        temperature: body.temperature,
+        top_p: body.top_p,
+        top_k: body.top_k,
+        min_p: body.min_p,
+        seed: body.seed,
+        max_tokens,
+        max_tokens_param,
+        stop: body.stop.clone(),
+        n: body.n,
+        ignore_eos: body.ignore_eos,
+        logprobs: want_logprobs.then_some(body.top_logprobs.unwrap_or(0)),
+        logprobs_param: "top_logprobs",
+    })?;
+    let routing = routing_params(body.routing.clone(), &state.default_routing)?;
+    let prompt = chat_prompt(&state, &body)?;
+    let n = checked.n;
+    let top_n = checked.sampling.logprobs.unwrap_or(0);
+    let mut sampling = checked.sampling;
+    // vLLM: without a limit, the rest of the context.
+    sampling.max_tokens = checked.max_tokens.unwrap_or_else(|| {
+        state
+            .backend
+            .max_model_len()
+            .saturating_sub(prompt.len())
+            .max(1)
+    });
+    let prompt_tokens = prompt.len();
+    let admission = admit(
+        &state,
+        &ctx.tenant.0,
+        (prompt_tokens + sampling.max_tokens * n) as u64,
+    )?;
+    let mut jobs = submit(
+        &state,
+        &ctx,
+        std::slice::from_ref(&prompt),
+        &sampling,
+        &routing,
+        n,
+    )?;
+    tracing::info!(
+        n,
+        prompt_tokens,
+        max_tokens = sampling.max_tokens,
+        stream,
+        policy = routing.policy.as_str(),
+        user = body.user.as_deref().unwrap_or(""),
+        "chat request accepted"
+    );
+    let deadline = Deadline::new(ctx.arrival, state.request_timeout);
+    let created = unix_now();
+    let model = state.backend.model_name().to_string();
+
+    if stream {
+        let writer = ChatChunks {
+            id: ctx.id.clone(),
+            created,
+            model,
+            backend: state.backend.clone(),
+            choices: jobs.iter().map(|j| j.choice).collect(),
+            want_logprobs,
+            top_n,
+        };
+        return Ok(stream_response(StreamSpec {
+            writer,
+            jobs,
+            admission,
+            include_usage: body
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+            prompt_tokens,
+            policy: routing.policy.as_str().to_string(),
+            deadline,
+            span,
+        }));
+    }
+
+    let outputs = collect_all(&mut jobs, deadline).await?;
+    drop(admission);
+    let codec = state.backend.codec();
+    let choices = jobs
+        .iter()
+        .zip(&outputs)
+        .map(|(job, output)| ChatChoice {
+            index: job.choice,
+            message: AssistantMessage {
+                role: "assistant",
+                content: output.text.clone(),
+            },
+            logprobs: want_logprobs.then(|| {
+                let mut logprobs = ChatLogprobs::default();
+                logprobs.extend(codec, &output.logprobs, top_n);
+                logprobs
+            }),
+            finish_reason: Some(output.finished.reason.as_str()),
+            stop_reason: output.finished.stop_string.clone(),
+        })
+        .collect();
+    let completion_tokens = outputs
+        .iter()
+        .map(|o| o.finished.usage.completion_tokens)
+        .sum();
+    let response = ChatResponse {
+        id: ctx.id,
+        object: CHAT_OBJECT,
+        created,
+        model,
+        choices,
+        usage: UsageOut::new(prompt_tokens, completion_tokens),
+        routing: RoutingSummary::from_stats(
+            routing.policy.as_str(),
+            outputs.iter().map(|o| &o.finished.routing),
+        ),
+    };
+    tracing::info!(completion_tokens, "chat request finished");
+    Ok(Json(response).into_response())
+}
+
+/// Streamed chat chunks.
+struct ChatChunks {
+    id: String,
+    created: u64,
+    model: String,
+    backend: Arc<dyn Backend>,
+    choices: Vec<usize>,
+    want_logprobs: bool,
+    top_n: usize,
+}
+
+impl ChatChunks {
+    fn chunk(
+        &self,
+        choices: Vec<ChatChunkChoice>,
+        usage: Option<UsageOut>,
+        routing: Option<RoutingSummary>,
+    ) -> String {
+        to_json(&ChatChunk {
+            id: self.id.clone(),
+            object: CHAT_CHUNK_OBJECT,
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            routing,
+        })
+    }
+}
+
+impl ChunkWriter for ChatChunks {
+    fn opening(&mut self) -> Vec<String> {
+        self.choices
+            .iter()
+            .map(|&index| {
+                let delta = ChatDelta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                };
+                self.chunk(
+                    vec![ChatChunkChoice {
+                        index,
+                        delta,
+                        logprobs: None,
+                        finish_reason: None,
+                        stop_reason: None,
+                    }],
+                    None,
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    fn delta(&mut self, choice: usize, delta: &TokenDelta) -> Option<String> {
+        let logprobs = match (&delta.logprobs, self.want_logprobs) {
+            (Some(entries), true) if !entries.is_empty() => {
+                let mut logprobs = ChatLogprobs::default();
+                logprobs.extend(self.backend.codec(), entries, self.top_n);
+                Some(logprobs)
+            }
+            _ => None,
+        };
+        if delta.text.is_empty() && logprobs.is_none() {
+            return None;
+        }
+        let delta = ChatDelta {
+            role: None,
+            content: Some(delta.text.clone()),
+        };
+        Some(self.chunk(
+            vec![ChatChunkChoice {
+                index: choice,
+                delta,
+                logprobs,
+                finish_reason: None,
+                stop_reason: None,
+            }],
+            None,
+            None,
+        ))
+    }
+
+    fn finish(
+        &mut self,
+        choice: usize,
+        finished: &Finished,
+        routing: Option<RoutingSummary>,
+    ) -> String {
+        let last = ChatChunkChoice {
+            index: choice,
+            delta: ChatDelta::default(),
+            logprobs: None,
+            finish_reason: Some(finished.reason.as_str()),
+            stop_reason: finished.stop_string.clone(),
+        };
+        self.chunk(vec![last], None, routing)
+    }
+
+    fn usage(&mut self, usage: UsageOut, routing: RoutingSummary) -> String {
+        self.chunk(Vec::new(), Some(usage), Some(routing))
+    }
+}

@@ -1,0 +1,57 @@
+//! `POST /v1/completions` bodies.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{RoutingOverrides, RoutingSummary, StreamOptions, UsageOut};
+use super::logprobs::CompletionLogprobs;
+
+/// Unknown fields are ignored (as vLLM does), so newer clients keep working.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    /// A string, a list of strings, a list of token ids or a list of such lists;
+    /// checked by `params::prompts`.
+    pub prompt: Value,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Option<Value>,
+    pub n: Option<i64>,
+    pub logprobs: Option<i64>,
+    pub echo: Option<bool>,
+    pub user: Option<String>,
+    pub ignore_eos: Option<bool>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub routing: Option<RoutingOverrides>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: Option<&'static str>,
+    /// The stop string that ended the choice (vLLM's extension).
+    pub stop_reason: Option<String>,
+}
+
+/// The whole response, and also each streamed chunk (same `object`, as OpenAI does).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingSummary>,
+}
+
+pub const COMPLETION_OBJECT: &str = "text_completion";

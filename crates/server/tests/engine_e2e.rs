@@ -1,0 +1,203 @@
+//! The HTTP API over the real engine: a random-weight SLM/LLM pair built on
+//! the task tokenizer (written to a temp dir once per test process), served
+//! on a loopback port.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::StreamExt;
+use glimprouter_engine::{Engine, EngineConfig, EngineHandle};
+use glimprouter_models::task::{build_task_tokenizer, write_tokenizer_files};
+use glimprouter_models::{make_model, Arch, MakeModelSpec};
+use glimprouter_server::{router, serve_app, ServerConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+struct Pair {
+    slm: PathBuf,
+    llm: PathBuf,
+}
+
+fn pair() -> &'static Pair {
+    static PAIR: OnceLock<Pair> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("glimp-server-tests-{}", std::process::id()));
+        let tok_dir = dir.join("tokenizer");
+        let tokenizer = build_task_tokenizer().expect("task tokenizer");
+        write_tokenizer_files(&tok_dir, &tokenizer, 1024).expect("tokenizer files");
+        let vocab = tokenizer.get_vocab_size(true);
+        let make = |name: &str, hidden: usize, layers: usize, seed: u64| {
+            let out = dir.join(name);
+            let spec = MakeModelSpec {
+                layers,
+                hidden,
+                intermediate: hidden * 2,
+                heads: 4,
+                kv_heads: 2,
+                vocab,
+                max_position: 1024,
+                ..MakeModelSpec::tiny(Arch::Qwen3, seed)
+            };
+            make_model(&spec, &out, Some(&tok_dir.join("tokenizer.json"))).expect("make model");
+            out
+        };
+        Pair {
+            slm: make("slm", 32, 1, 1),
+            llm: make("llm", 64, 2, 2),
+        }
+    })
+}
+
+fn engine() -> EngineHandle {
+    let pair = pair();
+    let mut config = EngineConfig::for_models(&pair.slm, &pair.llm);
+    config.slm.kv_cache_mb = 8;
+    config.llm.kv_cache_mb = 8;
+    config.max_num_batched_tokens = 512;
+    Engine::start(&config, Default::default()).expect("engine starts")
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    engine: EngineHandle,
+}
+
+async fn start() -> Server {
+    let engine = engine();
+    let app = router(engine.clone(), &ServerConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve_app(
+        listener,
+        app,
+        Duration::from_secs(1),
+        std::future::pending(),
+    ));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        engine,
+    }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of the KV usage gauges of both pools.
+    async fn kv_usage(&self) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("glimp:kv_cache_usage_perc{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.engine.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_and_chat_run_on_the_engine() {
+    let server = start().await;
+    let response = server
+        .post("/v1/completions", json!({"model": "glimprouter", "prompt": "Problem: start at 5, add 6", "max_tokens": 12, "ignore_eos": true, "temperature": 0}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["usage"]["completion_tokens"], 12, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let routing = &body["routing"];
+    let by_model = routing["tokens_by_model"]["slm"].as_u64().unwrap()
+        + routing["tokens_by_model"]["llm"].as_u64().unwrap();
+    assert!(by_model >= 12, "{routing}");
+
+    let response = server
+        .post("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "add 2 and 3"}], "max_tokens": 6, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    let last: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+    assert_eq!(last["usage"]["completion_tokens"], 6, "{last}");
+    assert!(last["routing"]["steps"].as_u64().unwrap() >= 1, "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_overflow_uses_the_engine_wording() {
+    let server = start().await;
+    let response = server
+        .post(
+            "/v1/completions",
+            json!({"prompt": "Problem: 1", "max_tokens": 5000}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("This model's maximum context length is 1024 tokens."),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_mid_stream_frees_the_kv_cache() {
+    let server = start().await;
+    let response = server
+        .post("/v1/completions", json!({"prompt": "Problem: start at 5, add 6", "max_tokens": 900, "ignore_eos": true, "stream": true}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    assert!(
+        server.kv_usage().await > 0.0,
+        "the request holds blocks while it runs"
+    );
+    drop(body);
+    for _ in 0..500 {
+        if server.kv_usage().await == 0.0 {
+            let metrics = server.metrics().await;
+            assert!(
+                metrics.contains("glimp:tenant_requests_running{tenant=\"default\"} 0"),
+                "{metrics}"
+            );
+            // Freed by the abort, not by running to the end.
+            assert!(
+                metrics.contains("glimp:request_success_total{finished_reason=\"abort\"} 1"),
+                "{metrics}"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("KV blocks still held after the client disconnected");
+}
