@@ -1,0 +1,63 @@
+//! `glimp train`: trains the bundled SLM or LLM on the synthetic task.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use glimprouter_models::train::{train, TrainConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Which model of the pair to train.
+    #[arg(long, value_parser = ["slm", "llm"])]
+    pub preset: String,
+    /// Output folder (Hugging Face format); checkpoints overwrite it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Optimiser steps (default: the preset's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Seed for weights and data (default: the preset's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Sequences per step (default: the preset's).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Write a checkpoint every this many steps (default: the preset's).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Stop after this many seconds, with the learning-rate schedule
+    /// following elapsed time (for shared machines).
+    #[arg(long)]
+    pub time_budget_s: Option<f64>,
+    /// CPU threads for candle's kernels (sets RAYON_NUM_THREADS).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(threads) = args.threads {
+        // candle sizes its thread pools from this variable on first use, which
+        // has not happened yet at this point.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let mut config = TrainConfig::preset(&args.preset)?;
+    if let Some(steps) = args.steps {
+        config.steps = steps;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(batch_size) = args.batch_size {
+        config.batch_size = batch_size;
+    }
+    if let Some(every) = args.checkpoint_every {
+        config.checkpoint_every = every;
+    }
+    if args.time_budget_s.is_some() {
+        config.time_budget_s = args.time_budget_s;
+    }
+    let report = train(&config, &args.out, true)
+        .with_context(|| format!("training {} into {}", args.preset, args.out.display()))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Trains a preset outside the `glimp` binary, and checks a checkpoint:
+//!
+//! cargo run --release -p glimprouter-models --example train -- train slm models/slm [steps [checkpoint_every [time_budget_s]]]
+//! cargo run --release -p glimprouter-models --example train -- eval models/slm [n]
+//! cargo run -p glimprouter-models --example train -- prompts benches/task_prompts.jsonl
+//! cargo run -p glimprouter-models --example train -- tokenizer models/slm   (rewrites the tokenizer files)
+
+use std::path::PathBuf;
+
+use glimprouter_models::task::{
+    build_task_tokenizer, generate_problems, write_prompts_jsonl, write_tokenizer_files,
+};
+use glimprouter_models::train::check::{auc, load_checkpoint};
+use glimprouter_models::train::{train, TrainConfig};
+
+/// Problems the accuracy check uses; a seed the training stream never starts from.
+const EVAL_SEED: u64 = 424_242;
+/// Seed and size of the load tester's prompt file.
+const PROMPTS_SEED: u64 = 2026;
+const PROMPTS: usize = 500;
+/// model_max_length written to tokenizer_config.json (the presets' context).
+const MAX_LENGTH: usize = 256;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("train") if args.len() >= 3 => {
+            let mut config = TrainConfig::preset(&args[1])?;
+            if let Some(steps) = args.get(3) {
+                config.steps = steps.parse()?;
+            }
+            if let Some(every) = args.get(4) {
+                config.checkpoint_every = every.parse()?;
+            }
+            if let Some(budget) = args.get(5) {
+                config.time_budget_s = Some(budget.parse()?);
+            }
+            let report = train(&config, &PathBuf::from(&args[2]), true)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some("eval") if args.len() >= 2 => {
+            let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
+            let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
+            let problems = generate_problems(EVAL_SEED, n);
+            if let Some(p) = problems.first() {
+                println!("{}{}", p.prompt, ckpt.greedy(&p.prompt, 200)?);
+            }
+            println!("accuracy {:.3} over {n}", ckpt.greedy_accuracy(&problems)?);
+        }
+        Some("steps") if args.len() >= 2 => {
+            let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
+            let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
+            let rows = ckpt.step_agreement(&generate_problems(EVAL_SEED, n))?;
+            let differ = rows.iter().filter(|r| r.1).count();
+            println!(
+                "steps {} differing from reference {differ} ({:.3}); AUC of first-token entropy {:?}",
+                rows.len(),
+                differ as f64 / rows.len().max(1) as f64,
+                auc(&rows)
+            );
+        }
+        Some("tokenizer") if args.len() >= 2 => {
+            let tokenizer = build_task_tokenizer()?;
+            write_tokenizer_files(&PathBuf::from(&args[1]), &tokenizer, MAX_LENGTH)?;
+        }
+        Some("prompts") if args.len() >= 2 => {
+            write_prompts_jsonl(&PathBuf::from(&args[1]), PROMPTS_SEED, PROMPTS)?;
+        }
+        _ => {
+            eprintln!("usage: train train slm|llm OUT [STEPS [CHECKPOINT_EVERY [TIME_BUDGET_S]]] | train eval DIR [N] | train steps DIR [N] | train prompts FILE | train tokenizer DIR");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}

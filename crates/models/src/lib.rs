@@ -1,0 +1,26 @@
+//! glimprouter-models: decoder-only transformers on candle over a paged KV cache.
+//!
+//! Llama, Mistral, Qwen2 and Qwen3 checkpoints in Hugging Face format run one ragged
+//! batch per forward (`ModelRunner::forward`): the tokens of many sequences concatenated,
+//! each with its own positions and block table, K/V written into a paged cache.
+
+pub mod attention_cpu;
+mod batch_meta;
+pub mod config;
+pub mod error;
+pub mod kv_cache;
+pub mod make_model;
+mod model;
+pub mod rope;
+pub mod runner;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig, RopeScaling};
+pub use error::ModelError;
+pub use kv_cache::AttentionBackend;
+pub use make_model::{make_model, MakeModelSpec};
+pub use runner::{LoadOptions, Logits, ModelRunner};
+pub use tokenizer::{ChatMessage, ModelTokenizer};
+pub mod task;
+pub mod train;

@@ -1,0 +1,187 @@
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::task::training_text;
+
+fn tiny(steps: usize) -> TrainConfig {
+    TrainConfig {
+        preset: "tiny".into(),
+        hidden: 16,
+        layers: 1,
+        heads: 2,
+        head_dim: 8,
+        intermediate: 32,
+        steps,
+        batch_size: 4,
+        learning_rate: 1e-2,
+        warmup_steps: 1,
+        weight_decay: 0.0,
+        seed: 5,
+        slip_probability: 0.5,
+        checkpoint_every: 1000,
+        time_budget_s: None,
+    }
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("glimp-train-{tag}-{}", std::process::id()))
+}
+
+fn sample_docs(n: usize) -> Vec<TokenizedDoc> {
+    let tokenizer = build_task_tokenizer().unwrap();
+    let eos = token_id(&tokenizer, EOS_TOKEN).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    (0..n)
+        .map(|_| tokenize_doc(&tokenizer, &training_text(&mut rng, 0.5), eos).unwrap())
+        .collect()
+}
+
+/// The trainer's own forward on the saved weights.
+fn trainer_loss(dir: &std::path::Path, shape: &ModelShape, docs: &[TokenizedDoc]) -> f32 {
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let model = TrainableQwen3::new(shape, vb).unwrap();
+    let (mut total, mut count) = (0f64, 0f64);
+    for doc in docs {
+        let batch = make_batch(std::slice::from_ref(doc), 0, &Device::Cpu).unwrap();
+        let logits = model.logits(&batch.inputs).unwrap();
+        let loss = masked_cross_entropy(&logits, &batch.targets, &batch.mask)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let weight = batch.mask.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        total += loss as f64 * weight;
+        count += weight;
+    }
+    (total / count) as f32
+}
+
+#[test]
+fn checkpoint_reloads_in_candle_transformers_with_the_same_loss() {
+    let dir = temp_dir("reload");
+    let config = tiny(3);
+    let report = train(&config, &dir, false).unwrap();
+    assert!(report.final_loss.is_finite());
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(dir.join(file).exists(), "{file} written");
+    }
+    let ckpt = check::load_checkpoint(&dir).unwrap();
+    assert!(ckpt.config.tie_word_embeddings);
+    let shape = config.shape(ckpt.config.vocab_size);
+    let docs = sample_docs(3);
+    let ours = trainer_loss(&dir, &shape, &docs);
+    let reference = ckpt.reference_loss(&docs).unwrap();
+    assert!(
+        (ours - reference).abs() < 1e-4 * ours.abs().max(1.0),
+        "trainer {ours} vs candle-transformers {reference}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn same_seed_gives_identical_weights() {
+    let (a, b) = (temp_dir("seed-a"), temp_dir("seed-b"));
+    train(&tiny(2), &a, false).unwrap();
+    train(&tiny(2), &b, false).unwrap();
+    let read = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(read(&a), read(&b));
+    let c = temp_dir("seed-c");
+    train(&TrainConfig { seed: 6, ..tiny(2) }, &c, false).unwrap();
+    assert_ne!(read(&a), read(&c));
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
+
+#[test]
+fn training_lowers_the_loss() {
+    let dir = temp_dir("learn");
+    let docs = sample_docs(4);
+    let config = tiny(40);
+    let vocab = build_task_tokenizer().unwrap().get_vocab_size(true);
+    train(
+        &TrainConfig {
+            steps: 1,
+            ..config.clone()
+        },
+        &dir,
+        false,
+    )
+    .unwrap();
+    let before = trainer_loss(&dir, &config.shape(vocab), &docs);
+    train(&config, &dir, false).unwrap();
+    let after = trainer_loss(&dir, &config.shape(vocab), &docs);
+    assert!(after < before - 0.5, "loss {before} -> {after}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn presets_exist_and_the_llm_costs_about_ten_times_the_slm() {
+    let slm = TrainConfig::preset("slm").unwrap().shape(60).parameters() as f64;
+    let llm = TrainConfig::preset("llm").unwrap().shape(60).parameters() as f64;
+    assert!((8.0..=16.0).contains(&(llm / slm)), "ratio {}", llm / slm);
+    assert!(TrainConfig::preset("xl").is_err());
+}
+
+#[test]
+fn learning_rate_warms_up_then_decays_to_a_tenth() {
+    let c = TrainConfig::preset("slm").unwrap();
+    let lr = |step: usize| c.learning_rate_at(step, c.progress(step, 0.0));
+    assert!(lr(0) < lr(c.warmup_steps - 1));
+    assert!((lr(c.warmup_steps - 1) - c.learning_rate).abs() < 0.01 * c.learning_rate);
+    assert!(lr(c.steps / 2) < 0.6 * c.learning_rate);
+    assert!((lr(c.steps) - 0.1 * c.learning_rate).abs() < 1e-9);
+}
+
+#[test]
+fn a_time_budget_drives_the_schedule_and_stops_the_run() {
+    let c = TrainConfig {
+        time_budget_s: Some(100.0),
+        ..TrainConfig::preset("llm").unwrap()
+    };
+    assert_eq!(
+        c.progress(10, 50.0),
+        0.5,
+        "time is further along than steps"
+    );
+    assert!(c.progress(0, 100.0) >= 1.0);
+    let dir = temp_dir("budget");
+    let report = train(
+        &TrainConfig {
+            time_budget_s: Some(0.0),
+            ..tiny(50)
+        },
+        &dir,
+        false,
+    )
+    .unwrap();
+    assert_eq!(report.steps, 0, "a spent budget trains no step");
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "but still writes the folder"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn batches_mask_padding_and_prompt() {
+    let docs = sample_docs(3);
+    let batch = make_batch(&docs, 0, &Device::Cpu).unwrap();
+    let mask: Vec<f32> = batch.mask.to_vec1().unwrap();
+    let expected: f32 = docs
+        .iter()
+        .map(|d| d.trained[1..].iter().filter(|&&t| t).count() as f32)
+        .sum();
+    assert_eq!(mask.iter().sum::<f32>(), expected);
+    assert_eq!(mask[0], 0.0, "the prompt is not predicted");
+}
