@@ -37,14 +37,20 @@ pub fn summarize<'a>(
     let mut ratio_sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     for object in objects {
         requests += 1;
-        for (key, value) in object {
+        // glimp nests the per-model token counts (`tokens_by_model.slm`);
+        // one level of nesting is flattened into dotted keys.
+        let flat = object.iter().flat_map(|(key, value)| match value {
+            Value::Object(inner) => inner.iter().map(|(k, v)| (format!("{key}.{k}"), v)).collect::<Vec<_>>(),
+            _ => vec![(key.clone(), value)],
+        });
+        for (key, value) in flat {
             let Some(v) = value.as_f64() else { continue };
-            if is_ratio(key) {
-                let e = ratio_sums.entry(key.clone()).or_default();
+            if is_ratio(&key) {
+                let e = ratio_sums.entry(key.to_string()).or_default();
                 e.0 += v;
                 e.1 += 1;
             } else {
-                *totals.entry(key.clone()).or_default() += v;
+                *totals.entry(key.to_string()).or_default() += v;
             }
         }
     }
@@ -57,7 +63,9 @@ pub fn summarize<'a>(
         (Some(l), Some(s)) => ratio(l, s),
         _ => None,
     };
-    let llm_token_ratio = match (total("llm_tokens"), total("slm_tokens")) {
+    let llm_tokens = total("llm_tokens").or_else(|| total("tokens_by_model.llm"));
+    let slm_tokens = total("slm_tokens").or_else(|| total("tokens_by_model.slm"));
+    let llm_token_ratio = match (llm_tokens, slm_tokens) {
         (Some(l), Some(s)) => ratio(l, l + s),
         _ => None,
     };
@@ -86,6 +94,15 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn reads_glimps_nested_token_counts() {
+        let a = obj(json!({"steps": 2, "llm_steps": 1, "tokens_by_model": {"slm": 30, "llm": 10}}));
+        let b = obj(json!({"steps": 1, "llm_steps": 1, "tokens_by_model": {"slm": 0, "llm": 20}}));
+        let s = summarize([&a, &b]).unwrap();
+        assert_eq!(s.totals["tokens_by_model.llm"], 30.0);
+        assert_eq!(s.llm_token_ratio, Some(0.5));
     }
 
     #[test]
