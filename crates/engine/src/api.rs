@@ -111,7 +111,12 @@ pub enum EngineError {
     InvalidRequest(String),
     /// Prompt plus max_tokens exceed the context (-> 400, vLLM's wording).
     #[error("This model's maximum context length is {max_model_len} tokens. However, you requested {requested} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion.")]
-    ContextLength { max_model_len: usize, prompt_tokens: usize, max_tokens: usize, requested: usize },
+    ContextLength {
+        max_model_len: usize,
+        prompt_tokens: usize,
+        max_tokens: usize,
+        requested: usize,
+    },
     /// The engine is shutting down or its thread died (-> 503).
     #[error("the engine is not running: {0}")]
     Unavailable(String),

@@ -16,10 +16,17 @@ pub struct IncrementalDecoder {
 impl IncrementalDecoder {
     /// `output` holds every output token so far, the newest last. Returns the
     /// text that token completes (possibly empty).
-    pub fn next_text(&mut self, tokenizer: &ModelTokenizer, output: &[u32]) -> Result<String, ModelError> {
+    pub fn next_text(
+        &mut self,
+        tokenizer: &ModelTokenizer,
+        output: &[u32],
+    ) -> Result<String, ModelError> {
         let prefix = tokenizer.decode(&output[self.prefix_offset..self.read_offset], true)?;
         let full = tokenizer.decode(&output[self.prefix_offset..], true)?;
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.is_char_boundary(prefix.len()) {
+        if full.len() > prefix.len()
+            && !full.ends_with('\u{FFFD}')
+            && full.is_char_boundary(prefix.len())
+        {
             let delta = full[prefix.len()..].to_string();
             self.prefix_offset = self.read_offset;
             self.read_offset = output.len();

@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Receiver;
 use glimprouter_core::block_pool::PrefixCacheStats;
 use glimprouter_core::params::Policy;
-use glimprouter_core::routing::{initial_writer, rewrite_after_step, route_after_glimpse, StepStats};
-use glimprouter_core::sampling::{entropy, sample, sample_from_probs, sampling_probs, token_logprob};
+use glimprouter_core::routing::{
+    initial_writer, rewrite_after_step, route_after_glimpse, StepStats,
+};
+use glimprouter_core::sampling::{
+    entropy, sample, sample_from_probs, sampling_probs, token_logprob,
+};
 use glimprouter_core::scheduler::{Scheduler, SeqOutcome};
 use glimprouter_core::sequence::Sequence;
 use glimprouter_core::spec::{accept_greedy, accept_random};
@@ -95,7 +99,11 @@ impl EngineCore {
         true
     }
 
-    fn submit(&mut self, req: GenerateRequest, events: tokio::sync::mpsc::UnboundedSender<StreamEvent>) {
+    fn submit(
+        &mut self,
+        req: GenerateRequest,
+        events: tokio::sync::mpsc::UnboundedSender<StreamEvent>,
+    ) {
         if self.ids.contains_key(&req.request_id) {
             let _ = events.send(StreamEvent::Error(EngineError::InvalidRequest(format!(
                 "request id {} is already in flight",
@@ -115,10 +123,14 @@ impl EngineCore {
             writer,
         );
         if let Err(e) = self.sched.add(seq) {
-            let _ = events.send(StreamEvent::Error(EngineError::InvalidRequest(e.to_string())));
+            let _ = events.send(StreamEvent::Error(EngineError::InvalidRequest(
+                e.to_string(),
+            )));
             return;
         }
-        self.metrics.prompt_tokens.inc_by(req.prompt_ids.len() as u64);
+        self.metrics
+            .prompt_tokens
+            .inc_by(req.prompt_ids.len() as u64);
         let tenant_label = self.metrics.tenant_label(&req.tenant);
         let eos = self.tokenizer.eos_token_ids().to_vec();
         let state = RequestState::new(
@@ -145,7 +157,12 @@ impl EngineCore {
 
     /// A caller that dropped its receiver (client gone) aborts its request.
     fn reap_disconnected(&mut self) {
-        let gone: Vec<SeqId> = self.requests.iter().filter(|(_, s)| s.events.is_closed()).map(|(&id, _)| id).collect();
+        let gone: Vec<SeqId> = self
+            .requests
+            .iter()
+            .filter(|(_, s)| s.events.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
         for id in gone {
             self.abort(id);
         }
@@ -164,15 +181,24 @@ impl EngineCore {
 
     fn forward(&mut self, model: Model, batch: &ModelBatch) -> Result<Logits, EngineError> {
         if batch.is_empty() {
-            return Ok(Logits { data: Vec::new(), vocab: self.runners[model.idx()].config().vocab_size });
+            return Ok(Logits {
+                data: Vec::new(),
+                vocab: self.runners[model.idx()].config().vocab_size,
+            });
         }
         let start = Instant::now();
         let logits = self.runners[model.idx()]
             .forward(batch)
             .map_err(|e| EngineError::Internal(format!("{} forward: {e}", model.as_str())))?;
         let m = model.as_str();
-        self.metrics.forward_seconds.with_label_values(&[m]).observe(start.elapsed().as_secs_f64());
-        self.metrics.iteration_tokens.with_label_values(&[m]).observe(batch.num_tokens() as f64);
+        self.metrics
+            .forward_seconds
+            .with_label_values(&[m])
+            .observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .iteration_tokens
+            .with_label_values(&[m])
+            .observe(batch.num_tokens() as f64);
         Ok(logits)
     }
 
@@ -190,7 +216,9 @@ impl EngineCore {
                 if let Some(state) = self.requests.get_mut(&row.seq_id) {
                     if state.first_scheduled.is_none() {
                         state.first_scheduled = Some(now);
-                        self.metrics.queue_time.observe((now - state.arrival).as_secs_f64());
+                        self.metrics
+                            .queue_time
+                            .observe((now - state.arrival).as_secs_f64());
                     }
                 }
             }
@@ -221,7 +249,9 @@ impl EngineCore {
         }
         offset = 0;
         for row in &llm_batch.rows {
-            let rows: Vec<&[f32]> = (offset..offset + row.num_logits).map(|i| llm_logits.row(i)).collect();
+            let rows: Vec<&[f32]> = (offset..offset + row.num_logits)
+                .map(|i| llm_logits.row(i))
+                .collect();
             offset += row.num_logits;
             if rows.is_empty() {
                 continue;
@@ -249,7 +279,11 @@ impl EngineCore {
 
     /// The SLM drafts k tokens for each LLM-queue sequence: the first from
     /// this iteration's SLM batch, the rest in k - 1 small batched forwards.
-    fn run_drafts(&mut self, slm_batch: &ModelBatch, logits: &Logits) -> Result<HashMap<SeqId, Drafted>, EngineError> {
+    fn run_drafts(
+        &mut self,
+        slm_batch: &ModelBatch,
+        logits: &Logits,
+    ) -> Result<HashMap<SeqId, Drafted>, EngineError> {
         let mut drafts: HashMap<SeqId, Drafted> = HashMap::new();
         let mut templates: Vec<(&BatchRow, usize)> = Vec::new();
         let mut offset = 0;
@@ -290,19 +324,30 @@ impl EngineCore {
 
     fn draw_draft(&mut self, id: SeqId, logits: &[f32]) -> Drafted {
         let Some(state) = self.requests.get_mut(&id) else {
-            return Drafted { tokens: vec![0], probs: vec![] };
+            return Drafted {
+                tokens: vec![0],
+                probs: vec![],
+            };
         };
         if state.sampling.is_greedy() {
-            return Drafted { tokens: vec![sample(logits, &state.sampling, &mut state.rng)], probs: vec![] };
+            return Drafted {
+                tokens: vec![sample(logits, &state.sampling, &mut state.rng)],
+                probs: vec![],
+            };
         }
         let probs = sampling_probs(logits, &state.sampling);
         let token = sample_from_probs(&probs, &mut state.rng);
-        Drafted { tokens: vec![token], probs: vec![probs] }
+        Drafted {
+            tokens: vec![token],
+            probs: vec![probs],
+        }
     }
 
     /// Counts a step opened by `writer` unless its glimpse already did.
     fn open_step(&mut self, id: SeqId, writer: Model, out: &mut SeqOutcome) {
-        let Some(state) = self.requests.get_mut(&id) else { return };
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
         if state.at_step_start && !state.in_answer && !state.step_counted {
             state.steps += 1;
             state.step_counted = true;
@@ -322,7 +367,10 @@ impl EngineCore {
     /// A token of the SLM: a glimpse at a step start, else the next token of its step.
     fn on_slm_token(&mut self, id: SeqId, logits: &[f32]) -> Option<SeqOutcome> {
         let state = self.requests.get_mut(&id)?;
-        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        let mut out = SeqOutcome {
+            seq_id: id,
+            ..SeqOutcome::default()
+        };
         let glimpse = state.at_step_start && !state.in_answer;
         if glimpse {
             let h = entropy(logits);
@@ -345,9 +393,17 @@ impl EngineCore {
         let state = self.requests.get_mut(&id)?;
         let token = sample(logits, &state.sampling, &mut state.rng);
         if state.holds_steps_for_judging() {
-            state.step_stats.push_token(entropy(logits), token_logprob(logits, token));
+            state
+                .step_stats
+                .push_token(entropy(logits), token_logprob(logits, token));
         }
-        let verdict = state.push_tokens(&[token], Model::Slm, &[logits], &self.tokenizer, &self.metrics);
+        let verdict = state.push_tokens(
+            &[token],
+            Model::Slm,
+            &[logits],
+            &self.tokenizer,
+            &self.metrics,
+        );
         out.appended = vec![token];
         out.writer = Some(Model::Slm);
         self.apply_verdict(id, &verdict, Model::Slm, &mut out);
@@ -356,11 +412,20 @@ impl EngineCore {
 
     /// A plain LLM decode (or the last row of a catch-up).
     fn on_llm_token(&mut self, id: SeqId, logits: &[f32]) -> Option<SeqOutcome> {
-        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        let mut out = SeqOutcome {
+            seq_id: id,
+            ..SeqOutcome::default()
+        };
         self.open_step(id, Model::Llm, &mut out);
         let state = self.requests.get_mut(&id)?;
         let token = sample(logits, &state.sampling, &mut state.rng);
-        let verdict = state.push_tokens(&[token], Model::Llm, &[logits], &self.tokenizer, &self.metrics);
+        let verdict = state.push_tokens(
+            &[token],
+            Model::Llm,
+            &[logits],
+            &self.tokenizer,
+            &self.metrics,
+        );
         out.appended = vec![token];
         out.writer = Some(Model::Llm);
         self.apply_verdict(id, &verdict, Model::Llm, &mut out);
@@ -376,13 +441,19 @@ impl EngineCore {
         rows: &[&[f32]],
         k: usize,
     ) -> Option<SeqOutcome> {
-        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        let mut out = SeqOutcome {
+            seq_id: id,
+            ..SeqOutcome::default()
+        };
         self.open_step(id, Model::Llm, &mut out);
         let state = self.requests.get_mut(&id)?;
         let acceptance = if state.sampling.is_greedy() {
             accept_greedy(drafts, rows)
         } else {
-            let target: Vec<Vec<f32>> = rows.iter().map(|r| sampling_probs(r, &state.sampling)).collect();
+            let target: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|r| sampling_probs(r, &state.sampling))
+                .collect();
             accept_random(drafts, draft_probs, &target, &mut state.rng)
         };
         let a = acceptance.num_accepted.min(k);
@@ -393,7 +464,13 @@ impl EngineCore {
         self.metrics.spec_drafts.inc();
         self.metrics.spec_draft_tokens.inc_by(k as u64);
         self.metrics.spec_accepted_tokens.inc_by(a as u64);
-        let verdict = state.push_tokens(&tokens, Model::Llm, &rows[..tokens.len()], &self.tokenizer, &self.metrics);
+        let verdict = state.push_tokens(
+            &tokens,
+            Model::Llm,
+            &rows[..tokens.len()],
+            &self.tokenizer,
+            &self.metrics,
+        );
         // KV stays valid for the drafts that were both accepted and kept.
         out.drafts = Some((k, a.min(verdict.kept)));
         out.appended = tokens[..verdict.kept].to_vec();
@@ -415,21 +492,33 @@ impl EngineCore {
             }
         }
         let state = self.requests.get_mut(&id)?;
-        let mut out = SeqOutcome { seq_id: id, ..SeqOutcome::default() };
+        let mut out = SeqOutcome {
+            seq_id: id,
+            ..SeqOutcome::default()
+        };
         if rewrite_after_step(&state.routing, &judge) {
-            self.rewrite_step(id, step_start, &mut out);
+            self.rewrite_step(id, &mut out);
         } else {
             state.release_held(&self.metrics);
             state.step_snapshot = None;
             self.metrics.record_step(Model::Slm);
+            if let Some((reason, stop)) = state.pending_finish.take() {
+                out.finished = true;
+                state.finish(reason, stop, &self.metrics);
+            }
         }
         Some(out)
     }
 
     /// Discards the SLM's current step; the LLM writes it again.
-    fn rewrite_step(&mut self, id: SeqId, step_start: usize, out: &mut SeqOutcome) {
-        let Some(state) = self.requests.get_mut(&id) else { return };
-        state.rollback_step();
+    fn rewrite_step(&mut self, id: SeqId, out: &mut SeqOutcome) {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
+        // The engine's snapshot marks where the step began; the scheduler's
+        // own mark is only updated when this outcome is applied.
+        let step_start = state.prompt_len + state.rollback_step();
+        state.pending_finish = None;
         state.stats.llm_steps += 1;
         state.at_step_start = false;
         state.step_counted = true;
@@ -441,9 +530,34 @@ impl EngineCore {
         out.route_to = Some(Model::Llm);
     }
 
-    fn apply_verdict(&mut self, id: SeqId, verdict: &TokenVerdict, writer: Model, out: &mut SeqOutcome) {
-        let Some(state) = self.requests.get_mut(&id) else { return };
+    fn apply_verdict(
+        &mut self,
+        id: SeqId,
+        verdict: &TokenVerdict,
+        writer: Model,
+        out: &mut SeqOutcome,
+    ) {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
         if let Some((reason, stop)) = verdict.finish.clone() {
+            // The SLM's last step is judged like any other before the request ends.
+            if writer == Model::Slm && state.holds_steps_for_judging() {
+                match state.routing.policy {
+                    Policy::Specreason => {
+                        state.pending_finish = Some((reason, stop));
+                        out.request_judge = true;
+                        return;
+                    }
+                    Policy::StepEntropy | Policy::StepPpl
+                        if rewrite_after_step(&state.routing, &state.step_stats) =>
+                    {
+                        self.rewrite_step(id, out);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
             out.finished = true;
             state.finish(reason, stop, &self.metrics);
             return;
@@ -470,9 +584,8 @@ impl EngineCore {
             Model::Slm => match policy {
                 Policy::Specreason => out.request_judge = true,
                 Policy::StepEntropy | Policy::StepPpl => {
-                    let step_start = self.sched.seq(id).map(|s| s.step_start).unwrap_or(0);
                     if rewrite_after_step(&state.routing, &state.step_stats) {
-                        self.rewrite_step(id, step_start, out);
+                        self.rewrite_step(id, out);
                     } else {
                         state.release_held(&self.metrics);
                         state.step_snapshot = None;
@@ -494,12 +607,20 @@ impl EngineCore {
         m.requests_waiting.set(self.sched.num_waiting() as i64);
         for model in Model::BOTH {
             let label = [model.as_str()];
-            m.requests_running.with_label_values(&label).set(self.sched.num_running(model) as i64);
-            m.kv_cache_usage.with_label_values(&label).set(self.sched.pool(model).usage());
+            m.requests_running
+                .with_label_values(&label)
+                .set(self.sched.num_running(model) as i64);
+            m.kv_cache_usage
+                .with_label_values(&label)
+                .set(self.sched.pool(model).usage());
             let stats = self.sched.prefix_cache_stats(model);
             let last = &mut self.last_prefix[model.idx()];
-            m.prefix_cache_queries.with_label_values(&label).inc_by(stats.queries - last.queries);
-            m.prefix_cache_hits.with_label_values(&label).inc_by(stats.hits - last.hits);
+            m.prefix_cache_queries
+                .with_label_values(&label)
+                .inc_by(stats.queries - last.queries);
+            m.prefix_cache_hits
+                .with_label_values(&label)
+                .inc_by(stats.hits - last.hits);
             *last = stats;
         }
         let p = self.sched.num_preemptions();

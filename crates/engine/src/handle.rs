@@ -11,8 +11,13 @@ use crate::metrics::EngineMetrics;
 
 /// Messages from callers to the engine thread.
 pub(crate) enum Command {
-    Submit { request: GenerateRequest, events: mpsc::UnboundedSender<StreamEvent> },
-    Abort { request_id: String },
+    Submit {
+        request: GenerateRequest,
+        events: mpsc::UnboundedSender<StreamEvent>,
+    },
+    Abort {
+        request_id: String,
+    },
     Shutdown,
 }
 
@@ -27,18 +32,26 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Validates and enqueues a request. Events arrive on the returned receiver;
     /// dropping it aborts the request.
-    pub fn submit(&self, request: GenerateRequest) -> Result<mpsc::UnboundedReceiver<StreamEvent>, EngineError> {
+    pub fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<mpsc::UnboundedReceiver<StreamEvent>, EngineError> {
         self.info.validate(&request)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.commands
-            .send(Command::Submit { request, events: tx })
+            .send(Command::Submit {
+                request,
+                events: tx,
+            })
             .map_err(|_| EngineError::Unavailable("engine thread has stopped".into()))?;
         Ok(rx)
     }
 
     /// Cancels a request wherever it is; its blocks are freed in the next iteration.
     pub fn abort(&self, request_id: &str) {
-        let _ = self.commands.send(Command::Abort { request_id: request_id.to_string() });
+        let _ = self.commands.send(Command::Abort {
+            request_id: request_id.to_string(),
+        });
     }
 
     /// Asks the engine thread to stop after aborting everything still running.

@@ -24,7 +24,9 @@ impl EngineInfo {
         let prompt_tokens = request.prompt_ids.len();
         let max_tokens = request.sampling.max_tokens;
         if prompt_tokens == 0 {
-            return Err(EngineError::InvalidRequest("the prompt must contain at least one token".into()));
+            return Err(EngineError::InvalidRequest(
+                "the prompt must contain at least one token".into(),
+            ));
         }
         if prompt_tokens + max_tokens > self.max_model_len {
             return Err(EngineError::ContextLength {

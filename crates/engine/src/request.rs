@@ -13,7 +13,9 @@ use glimprouter_core::{Model, RoutingParams, SamplingParams, TokenId};
 use glimprouter_models::ModelTokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::{FinishReason, Finished, RoutingStats, StreamEvent, TokenDelta, TokenLogprob, Usage};
+use crate::api::{
+    FinishReason, Finished, RoutingStats, StreamEvent, TokenDelta, TokenLogprob, Usage,
+};
 use crate::detokenize::IncrementalDecoder;
 use crate::metrics::EngineMetrics;
 
@@ -49,6 +51,8 @@ pub(crate) struct RequestState {
     pub step_snapshot: Option<TextState>,
     /// Deltas of an SLM step not yet judged (judge policies hold them back).
     pub held_deltas: Vec<TokenDelta>,
+    /// The SLM's step ended the request (EOS, stop, length), pending its judgement.
+    pub pending_finish: Option<(FinishReason, Option<String>)>,
     pub stats: RoutingStats,
     pub arrival: Instant,
     pub first_scheduled: Option<Instant>,
@@ -79,13 +83,20 @@ impl RequestState {
         arrival: Instant,
     ) -> Self {
         let watcher = TextWatcher::from_params(&routing, &sampling);
-        let stats = RoutingStats { policy: routing.policy.as_str().to_string(), ..RoutingStats::default() };
+        let stats = RoutingStats {
+            policy: routing.policy.as_str().to_string(),
+            ..RoutingStats::default()
+        };
         Self {
             request_id,
             tenant_label,
             events,
             rng: SeqRng::new(sampling.seed),
-            text: TextState { watcher, decoder: IncrementalDecoder::default(), output_len: 0 },
+            text: TextState {
+                watcher,
+                decoder: IncrementalDecoder::default(),
+                output_len: 0,
+            },
             sampling,
             routing,
             output: Vec::new(),
@@ -98,6 +109,7 @@ impl RequestState {
             step_stats: StepStats::new(),
             step_snapshot: None,
             held_deltas: Vec::new(),
+            pending_finish: None,
             stats,
             arrival,
             first_scheduled: None,
@@ -129,15 +141,26 @@ impl RequestState {
         for (i, &tok) in tokens.iter().enumerate() {
             self.output.push(tok);
             verdict.kept += 1;
-            if let (Some(n), Some(lps), Some(row)) = (self.sampling.logprobs, logprobs.as_mut(), logits_rows.get(i)) {
+            if let (Some(n), Some(lps), Some(row)) = (
+                self.sampling.logprobs,
+                logprobs.as_mut(),
+                logits_rows.get(i),
+            ) {
                 let (lp, top) = top_logprobs(row, tok, n);
-                lps.push(TokenLogprob { token_id: tok, logprob: lp, top });
+                lps.push(TokenLogprob {
+                    token_id: tok,
+                    logprob: lp,
+                    top,
+                });
             }
             let is_eos = !self.sampling.ignore_eos && self.eos.contains(&tok);
             let piece = if is_eos {
                 String::new()
             } else {
-                self.text.decoder.next_text(tokenizer, &self.output).unwrap_or_default()
+                self.text
+                    .decoder
+                    .next_text(tokenizer, &self.output)
+                    .unwrap_or_default()
             };
             self.text.output_len = self.output.len();
             let ev = self.text.watcher.push(&piece);
@@ -171,9 +194,20 @@ impl RequestState {
             Model::Slm => self.stats.slm_tokens += verdict.kept,
             Model::Llm => self.stats.llm_tokens += verdict.kept,
         }
-        metrics.generation_tokens.with_label_values(&[writer.as_str()]).inc_by(verdict.kept as u64);
-        metrics.tenant_generation_tokens.with_label_values(&[&self.tenant_label]).inc_by(verdict.kept as u64);
-        let delta = TokenDelta { token_ids: tokens[..verdict.kept].to_vec(), text, writer, logprobs };
+        metrics
+            .generation_tokens
+            .with_label_values(&[writer.as_str()])
+            .inc_by(verdict.kept as u64);
+        metrics
+            .tenant_generation_tokens
+            .with_label_values(&[&self.tenant_label])
+            .inc_by(verdict.kept as u64);
+        let delta = TokenDelta {
+            token_ids: tokens[..verdict.kept].to_vec(),
+            text,
+            writer,
+            logprobs,
+        };
         if self.holds_steps_for_judging() && writer == Model::Slm && self.step_snapshot.is_some() {
             self.held_deltas.push(delta);
         } else {
@@ -200,14 +234,17 @@ impl RequestState {
     }
 
     /// Forgets the current (rejected) SLM step: output, text state, stats.
-    pub fn rollback_step(&mut self) {
-        if let Some(snap) = self.step_snapshot.take() {
-            let removed = self.output.len() - snap.output_len;
-            self.output.truncate(snap.output_len);
-            self.stats.slm_tokens = self.stats.slm_tokens.saturating_sub(removed);
-            self.text = snap;
-        }
+    /// Returns the output length the step began at.
+    pub fn rollback_step(&mut self) -> usize {
         self.held_deltas.clear();
+        let Some(snap) = self.step_snapshot.take() else {
+            return self.output.len();
+        };
+        let removed = self.output.len() - snap.output_len;
+        self.output.truncate(snap.output_len);
+        self.stats.slm_tokens = self.stats.slm_tokens.saturating_sub(removed);
+        self.text = snap;
+        self.output.len()
     }
 
     pub fn start_step_tracking(&mut self) {
@@ -217,18 +254,32 @@ impl RequestState {
         }
     }
 
-    pub fn finish(&mut self, reason: FinishReason, stop_string: Option<String>, metrics: &EngineMetrics) {
+    pub fn finish(
+        &mut self,
+        reason: FinishReason,
+        stop_string: Option<String>,
+        metrics: &EngineMetrics,
+    ) {
         if self.finished {
             return;
         }
         self.finished = true;
         self.release_held(metrics);
         self.stats.steps = self.steps;
-        self.stats.llm_step_ratio =
-            if self.stats.steps > 0 { self.stats.llm_steps as f32 / self.stats.steps as f32 } else { 0.0 };
+        self.stats.llm_step_ratio = if self.stats.steps > 0 {
+            self.stats.llm_steps as f32 / self.stats.steps as f32
+        } else {
+            0.0
+        };
         metrics.e2e.observe(self.arrival.elapsed().as_secs_f64());
-        metrics.request_success.with_label_values(&[reason.as_str()]).inc();
-        let usage = Usage { prompt_tokens: self.prompt_len, completion_tokens: self.output.len() };
+        metrics
+            .request_success
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        let usage = Usage {
+            prompt_tokens: self.prompt_len,
+            completion_tokens: self.output.len(),
+        };
         let _ = self.events.send(StreamEvent::Finished(Finished {
             reason,
             stop_string,

@@ -16,7 +16,11 @@ use crate::metrics::EngineMetrics;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("loading the {role} from {path}: {source}")]
-    Load { role: &'static str, path: String, source: glimprouter_models::ModelError },
+    Load {
+        role: &'static str,
+        path: String,
+        source: glimprouter_models::ModelError,
+    },
     #[error("the SLM and the LLM must share one tokenizer (speculation and catch-up exchange token ids): {0}")]
     TokenizerMismatch(String),
     #[error("invalid engine config: {0}")]
@@ -30,13 +34,21 @@ pub struct Engine;
 impl Engine {
     /// Loads the SLM and LLM, sizes their KV pools and starts the engine
     /// thread. `tenant_weights` feed fair admission.
-    pub fn start(config: &EngineConfig, tenant_weights: HashMap<String, f64>) -> Result<EngineHandle, StartError> {
-        if config.block_size == 0 || config.max_num_batched_tokens == 0 || config.max_num_seqs == 0 {
-            return Err(StartError::Config("block_size, max_num_batched_tokens and max_num_seqs must be positive".into()));
+    pub fn start(
+        config: &EngineConfig,
+        tenant_weights: HashMap<String, f64>,
+    ) -> Result<EngineHandle, StartError> {
+        if config.block_size == 0 || config.max_num_batched_tokens == 0 || config.max_num_seqs == 0
+        {
+            return Err(StartError::Config(
+                "block_size, max_num_batched_tokens and max_num_seqs must be positive".into(),
+            ));
         }
         if config.num_threads > 0 {
             // Only the first call configures the global pool; later engines share it.
-            let _ = rayon::ThreadPoolBuilder::new().num_threads(config.num_threads).build_global();
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(config.num_threads)
+                .build_global();
         }
         let sections = [&config.slm, &config.llm];
         let roles = ["SLM", "LLM"];
@@ -50,15 +62,26 @@ impl Engine {
         let mut num_blocks = [0usize; 2];
         for (i, section) in sections.iter().enumerate() {
             let model_config = ModelConfig::from_dir(&section.path).map_err(|e| load_err(i, e))?;
-            let per_block = model_config.kv_bytes_per_block(config.block_size, dtype).max(1);
-            num_blocks[i] = section.num_blocks.unwrap_or(section.kv_cache_mb * 1024 * 1024 / per_block).max(1);
-            let opts = LoadOptions { dtype, device: Device::Cpu, block_size: config.block_size, num_blocks: num_blocks[i] };
+            let per_block = model_config
+                .kv_bytes_per_block(config.block_size, dtype)
+                .max(1);
+            num_blocks[i] = section
+                .num_blocks
+                .unwrap_or(section.kv_cache_mb * 1024 * 1024 / per_block)
+                .max(1);
+            let opts = LoadOptions {
+                dtype,
+                device: Device::Cpu,
+                block_size: config.block_size,
+                num_blocks: num_blocks[i],
+            };
             runners.push(ModelRunner::load(&section.path, &opts).map_err(|e| load_err(i, e))?);
         }
         let llm = runners.pop().expect("two runners");
         let slm = runners.pop().expect("two runners");
         let tokenizer = ModelTokenizer::from_dir(&config.slm.path).map_err(|e| load_err(0, e))?;
-        let llm_tokenizer = ModelTokenizer::from_dir(&config.llm.path).map_err(|e| load_err(1, e))?;
+        let llm_tokenizer =
+            ModelTokenizer::from_dir(&config.llm.path).map_err(|e| load_err(1, e))?;
         check_same_vocabulary(&tokenizer, &llm_tokenizer)?;
         if slm.config().vocab_size != llm.config().vocab_size {
             return Err(StartError::TokenizerMismatch(format!(
@@ -67,15 +90,24 @@ impl Engine {
                 llm.config().vocab_size
             )));
         }
-        let model_limit = slm.config().max_position_embeddings.min(llm.config().max_position_embeddings);
+        let model_limit = slm
+            .config()
+            .max_position_embeddings
+            .min(llm.config().max_position_embeddings);
         let max_model_len = config.max_model_len.unwrap_or(model_limit).min(model_limit);
         let per_model = |v: Option<usize>, default: usize| v.unwrap_or(default).max(1);
         let sched_config = SchedulerConfig {
             block_size: config.block_size,
             num_blocks,
             max_num_batched_tokens: [
-                per_model(config.slm.max_num_batched_tokens, config.max_num_batched_tokens),
-                per_model(config.llm.max_num_batched_tokens, config.max_num_batched_tokens),
+                per_model(
+                    config.slm.max_num_batched_tokens,
+                    config.max_num_batched_tokens,
+                ),
+                per_model(
+                    config.llm.max_num_batched_tokens,
+                    config.max_num_batched_tokens,
+                ),
             ],
             max_num_seqs: [
                 per_model(config.slm.max_num_seqs, config.max_num_seqs),
@@ -114,14 +146,25 @@ impl Engine {
             last_prefix: Default::default(),
             last_preemptions: 0,
         };
-        std::thread::Builder::new().name("glimp-engine".into()).spawn(move || core.run()).map_err(StartError::Thread)?;
-        Ok(EngineHandle { commands: tx, info, metrics })
+        std::thread::Builder::new()
+            .name("glimp-engine".into())
+            .spawn(move || core.run())
+            .map_err(StartError::Thread)?;
+        Ok(EngineHandle {
+            commands: tx,
+            info,
+            metrics,
+        })
     }
 }
 
 fn check_same_vocabulary(a: &ModelTokenizer, b: &ModelTokenizer) -> Result<(), StartError> {
     if a.vocab_size() != b.vocab_size() {
-        return Err(StartError::TokenizerMismatch(format!("{} vs {} tokens", a.vocab_size(), b.vocab_size())));
+        return Err(StartError::TokenizerMismatch(format!(
+            "{} vs {} tokens",
+            a.vocab_size(),
+            b.vocab_size()
+        )));
     }
     for id in 0..a.vocab_size() as u32 {
         if a.token_text(id) != b.token_text(id) {

@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use glimprouter_core::{Model, RoutingParams, SamplingParams};
-use glimprouter_engine::{Engine, EngineConfig, EngineHandle, Finished, GenerateRequest, StreamEvent};
+use glimprouter_engine::{
+    Engine, EngineConfig, EngineHandle, Finished, GenerateRequest, StreamEvent,
+};
 use glimprouter_models::task::{build_task_tokenizer, write_tokenizer_files};
 use glimprouter_models::{make_model, Arch, MakeModelSpec};
 
@@ -39,7 +41,10 @@ pub fn pair() -> &'static Pair {
             make_model(&spec, &out, Some(&tok_dir.join("tokenizer.json"))).expect("make model");
             out
         };
-        Pair { slm: make("slm", 32, 1, 1), llm: make("llm", 64, 2, 2) }
+        Pair {
+            slm: make("slm", 32, 1, 1),
+            llm: make("llm", 64, 2, 2),
+        }
     })
 }
 
@@ -56,17 +61,39 @@ pub fn start(config: &EngineConfig) -> EngineHandle {
 }
 
 pub fn prompt(engine: &EngineHandle, text: &str) -> Vec<u32> {
-    engine.info().tokenizer.encode(text, false).expect("encodes")
+    engine
+        .info()
+        .tokenizer
+        .encode(text, false)
+        .expect("encodes")
 }
 
-pub fn request(id: &str, prompt_ids: Vec<u32>, sampling: SamplingParams, routing: RoutingParams) -> GenerateRequest {
-    GenerateRequest { request_id: id.to_string(), tenant: "test".into(), prompt_ids, sampling, routing, arrival: Instant::now() }
+pub fn request(
+    id: &str,
+    prompt_ids: Vec<u32>,
+    sampling: SamplingParams,
+    routing: RoutingParams,
+) -> GenerateRequest {
+    GenerateRequest {
+        request_id: id.to_string(),
+        tenant: "test".into(),
+        prompt_ids,
+        sampling,
+        routing,
+        arrival: Instant::now(),
+    }
 }
 
 /// A space ends a step: nearly every token of the task vocabulary carries
 /// one, so random-weight models (which loop greedily) still take many steps.
 pub fn routing(policy: glimprouter_core::params::Policy, tau: f32, k: usize) -> RoutingParams {
-    RoutingParams { policy, tau, speculative_k: k, delimiter: " ".into(), ..RoutingParams::default() }
+    RoutingParams {
+        policy,
+        tau,
+        speculative_k: k,
+        delimiter: " ".into(),
+        ..RoutingParams::default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +105,10 @@ pub struct Output {
 
 /// Submits every request at once and waits for all of them.
 pub fn run_all(engine: &EngineHandle, requests: Vec<GenerateRequest>) -> Vec<Output> {
-    let receivers: Vec<_> = requests.into_iter().map(|r| engine.submit(r).expect("accepted")).collect();
+    let receivers: Vec<_> = requests
+        .into_iter()
+        .map(|r| engine.submit(r).expect("accepted"))
+        .collect();
     receivers.into_iter().map(collect).collect()
 }
 
@@ -93,7 +123,13 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) -> Out
                 writers.extend(std::iter::repeat_n(d.writer, d.token_ids.len()));
                 tokens.extend(d.token_ids);
             }
-            Some(StreamEvent::Finished(finished)) => return Output { tokens, writers, finished },
+            Some(StreamEvent::Finished(finished)) => {
+                return Output {
+                    tokens,
+                    writers,
+                    finished,
+                }
+            }
             Some(StreamEvent::Error(e)) => panic!("request failed: {e}"),
             None => panic!("engine dropped the request"),
         }
@@ -107,7 +143,10 @@ pub fn gauge(engine: &EngineHandle, name: &str, label: (&str, &str)) -> f64 {
             continue;
         }
         for m in family.get_metric() {
-            if m.get_label().iter().any(|l| l.name() == label.0 && l.value() == label.1) {
+            if m.get_label()
+                .iter()
+                .any(|l| l.name() == label.0 && l.value() == label.1)
+            {
                 return m.get_gauge().value();
             }
         }
@@ -122,7 +161,12 @@ pub fn counter(engine: &EngineHandle, name: &str) -> f64 {
         .gather()
         .iter()
         .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().value()).collect::<Vec<_>>())
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().value())
+                .collect::<Vec<_>>()
+        })
         .sum()
 }
 
@@ -130,11 +174,17 @@ pub fn counter(engine: &EngineHandle, name: &str) -> f64 {
 pub fn wait_for_empty_pools(engine: &EngineHandle) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let used: f64 = ["slm", "llm"].iter().map(|m| gauge(engine, "glimp:kv_cache_usage_perc", ("model", m))).sum();
+        let used: f64 = ["slm", "llm"]
+            .iter()
+            .map(|m| gauge(engine, "glimp:kv_cache_usage_perc", ("model", m)))
+            .sum();
         if used == 0.0 {
             return;
         }
-        assert!(Instant::now() < deadline, "KV blocks still held: usage sum {used}");
+        assert!(
+            Instant::now() < deadline,
+            "KV blocks still held: usage sum {used}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

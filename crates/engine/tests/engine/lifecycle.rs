@@ -11,10 +11,18 @@ use crate::harness::*;
 #[test]
 fn abort_and_dropped_receivers_free_every_block() {
     let engine = start(&config(pair()));
-    let long = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(400) };
+    let long = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(400)
+    };
     let mut receivers = Vec::new();
     for i in 0..6 {
-        let r = request(&format!("a{i}"), prompt(&engine, "Problem: start at 5, add 6"), long.clone(), routing(Policy::Glimp, 1.0, 2));
+        let r = request(
+            &format!("a{i}"),
+            prompt(&engine, "Problem: start at 5, add 6"),
+            long.clone(),
+            routing(Policy::Glimp, 1.0, 2),
+        );
         receivers.push(engine.submit(r).unwrap());
     }
     // Let them run a little, then abort three and drop the other three.
@@ -38,7 +46,10 @@ fn abort_and_dropped_receivers_free_every_block() {
         }
     }
     wait_for_empty_pools(&engine);
-    assert_eq!(gauge(&engine, "glimp:num_requests_running", ("queue", "slm")), 0.0);
+    assert_eq!(
+        gauge(&engine, "glimp:num_requests_running", ("queue", "slm")),
+        0.0
+    );
     engine.shutdown();
 }
 
@@ -47,17 +58,42 @@ fn requests_that_cannot_fit_get_errors_not_hangs() {
     let engine = start(&config(pair()));
     let max = engine.info().max_model_len;
     let p = prompt(&engine, "Problem: 3 plus 4");
-    let too_long = request("long", p.clone(), SamplingParams::greedy(max), routing(Policy::Glimp, 1.0, 0));
-    assert!(matches!(engine.submit(too_long), Err(EngineError::ContextLength { .. })));
-    let empty = request("empty", vec![], SamplingParams::greedy(4), routing(Policy::Glimp, 1.0, 0));
-    assert!(matches!(engine.submit(empty), Err(EngineError::InvalidRequest(_))));
+    let too_long = request(
+        "long",
+        p.clone(),
+        SamplingParams::greedy(max),
+        routing(Policy::Glimp, 1.0, 0),
+    );
+    assert!(matches!(
+        engine.submit(too_long),
+        Err(EngineError::ContextLength { .. })
+    ));
+    let empty = request(
+        "empty",
+        vec![],
+        SamplingParams::greedy(4),
+        routing(Policy::Glimp, 1.0, 0),
+    );
+    assert!(matches!(
+        engine.submit(empty),
+        Err(EngineError::InvalidRequest(_))
+    ));
     // A request that fits the context but not a (tiny) pool is refused by the scheduler.
     let mut tiny = config(pair());
     tiny.slm.num_blocks = Some(2);
     let small_engine = start(&tiny);
-    let mut rx = small_engine.submit(request("big", p, SamplingParams::greedy(200), routing(Policy::Glimp, 1.0, 0))).unwrap();
+    let mut rx = small_engine
+        .submit(request(
+            "big",
+            p,
+            SamplingParams::greedy(200),
+            routing(Policy::Glimp, 1.0, 0),
+        ))
+        .unwrap();
     match rx.blocking_recv() {
-        Some(StreamEvent::Error(EngineError::InvalidRequest(msg))) => assert!(msg.contains("never"), "{msg}"),
+        Some(StreamEvent::Error(EngineError::InvalidRequest(msg))) => {
+            assert!(msg.contains("never"), "{msg}")
+        }
         other => panic!("expected an error, got {other:?}"),
     }
     small_engine.shutdown();
@@ -67,8 +103,18 @@ fn requests_that_cannot_fit_get_errors_not_hangs() {
 #[test]
 fn shutdown_ends_requests_in_flight() {
     let engine = start(&config(pair()));
-    let long = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(500) };
-    let rx = engine.submit(request("s", prompt(&engine, "Problem: 1"), long, routing(Policy::Llm, 0.0, 0))).unwrap();
+    let long = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(500)
+    };
+    let rx = engine
+        .submit(request(
+            "s",
+            prompt(&engine, "Problem: 1"),
+            long,
+            routing(Policy::Llm, 0.0, 0),
+        ))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     engine.shutdown();
     let out = collect(rx);

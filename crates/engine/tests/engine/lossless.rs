@@ -37,11 +37,28 @@ fn first_token_with_speculation_follows_the_llm_softmax() {
     let engine = start(&config(pair));
     let p = prompt(&engine, "Problem: start at 12, add 7");
     // The LLM's own distribution for the first token, computed directly.
-    let opts = LoadOptions { dtype: candle_core::DType::F32, device: candle_core::Device::Cpu, block_size: 16, num_blocks: 8 };
-    let sampling = SamplingParams { temperature: 1.0, max_tokens: 3, ignore_eos: true, ..SamplingParams::default() };
+    let opts = LoadOptions {
+        dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
+        block_size: 16,
+        num_blocks: 8,
+    };
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        max_tokens: 3,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
     let first_token_probs = |dir| {
         let mut runner = ModelRunner::load(dir, &opts).unwrap();
-        let row = BatchRow { seq_id: 0, kind: RowKind::Prefill, token_ids: p.clone(), start_pos: 0, block_table: vec![0, 1, 2], num_logits: 1 };
+        let row = BatchRow {
+            seq_id: 0,
+            kind: RowKind::Prefill,
+            token_ids: p.clone(),
+            start_pos: 0,
+            block_table: vec![0, 1, 2],
+            num_logits: 1,
+        };
         let logits = runner.forward(&ModelBatch { rows: vec![row] }).unwrap();
         sampling_probs(logits.row(0), &sampling)
     };
@@ -54,12 +71,23 @@ fn first_token_with_speculation_follows_the_llm_softmax() {
         let reqs = (0..250)
             .map(|i| {
                 let seed = (chunk * 250 + i) as u64;
-                let s = SamplingParams { seed: Some(seed), ..sampling.clone() };
-                request(&format!("s{seed}"), p.clone(), s, routing(Policy::Llm, 0.0, 2))
+                let s = SamplingParams {
+                    seed: Some(seed),
+                    ..sampling.clone()
+                };
+                request(
+                    &format!("s{seed}"),
+                    p.clone(),
+                    s,
+                    routing(Policy::Llm, 0.0, 2),
+                )
             })
             .collect();
         for out in run_all(&engine, reqs) {
-            assert!(out.finished.routing.draft_tokens > 0, "the first token came from a verify pass");
+            assert!(
+                out.finished.routing.draft_tokens > 0,
+                "the first token came from a verify pass"
+            );
             counts[out.tokens[0] as usize] += 1;
         }
     }
@@ -67,7 +95,10 @@ fn first_token_with_speculation_follows_the_llm_softmax() {
     // 99.9% quantile of chi-square: df + 3.1 sqrt(2 df) + 3 bounds it well for df >= 10.
     let critical = df as f64 + 3.1 * (2.0 * df as f64).sqrt() + 3.0;
     assert!(df >= 10, "enough distinct tokens to test ({df})");
-    assert!(stat < critical, "chi-square {stat:.1} over {df} dof exceeds {critical:.1}");
+    assert!(
+        stat < critical,
+        "chi-square {stat:.1} over {df} dof exceeds {critical:.1}"
+    );
     // Power: had the engine kept the SLM's drafts unchecked, the first token
     // would follow the SLM's distribution; the expected statistic of that
     // (df + n * chi-square distance) must clear the critical value easily.
@@ -78,6 +109,9 @@ fn first_token_with_speculation_follows_the_llm_softmax() {
         .map(|(t, d)| (*d as f64 - *t as f64).powi(2) / *t as f64)
         .sum();
     let wrong_rule_stat = df as f64 + n as f64 * distance;
-    assert!(wrong_rule_stat > 2.0 * critical, "test has no power: SLM-only would score {wrong_rule_stat:.1}");
+    assert!(
+        wrong_rule_stat > 2.0 * critical,
+        "test has no power: SLM-only would score {wrong_rule_stat:.1}"
+    );
     engine.shutdown();
 }

@@ -17,7 +17,14 @@ fn outputs(policy: Policy, tau: f32, k: usize) -> Vec<Output> {
     let reqs = PROMPTS
         .iter()
         .enumerate()
-        .map(|(i, p)| request(&format!("r{i}"), prompt(&engine, p), SamplingParams::greedy(48), routing(policy, tau, k)))
+        .map(|(i, p)| {
+            request(
+                &format!("r{i}"),
+                prompt(&engine, p),
+                SamplingParams::greedy(48),
+                routing(policy, tau, k),
+            )
+        })
         .collect();
     let out = run_all(&engine, reqs);
     engine.shutdown();
@@ -34,11 +41,19 @@ fn tau_plus_infinity_is_exactly_the_slm_and_minus_infinity_exactly_the_llm() {
     let llm_only = outputs(Policy::Llm, 0.0, 0);
     let glimp_inf = outputs(Policy::Glimp, f32::INFINITY, 0);
     let glimp_neg = outputs(Policy::Glimp, f32::NEG_INFINITY, 0);
-    assert_ne!(tokens(&slm_only), tokens(&llm_only), "the two models must differ for this test to mean anything");
+    assert_ne!(
+        tokens(&slm_only),
+        tokens(&llm_only),
+        "the two models must differ for this test to mean anything"
+    );
     assert_eq!(tokens(&glimp_inf), tokens(&slm_only));
     assert_eq!(tokens(&glimp_neg), tokens(&llm_only));
     let steps: usize = glimp_neg.iter().map(|o| o.finished.routing.steps).sum();
-    assert!(steps > 2 * glimp_neg.len(), "several steps were routed: {:?}", glimp_neg.iter().map(|o| &o.tokens).collect::<Vec<_>>());
+    assert!(
+        steps > 2 * glimp_neg.len(),
+        "several steps were routed: {:?}",
+        glimp_neg.iter().map(|o| &o.tokens).collect::<Vec<_>>()
+    );
     for o in &glimp_neg {
         assert_eq!(o.finished.routing.steps, o.finished.routing.llm_steps);
         assert!(o.writers.iter().all(|&w| w == Model::Llm));
@@ -57,16 +72,25 @@ fn speculation_on_or_off_gives_identical_greedy_output() {
     let drafted: usize = spec.iter().map(|o| o.finished.routing.draft_tokens).sum();
     assert!(drafted > 0, "speculation actually ran");
     // Mixed routing with speculation inside LLM steps.
-    let h: Vec<f32> = outputs(Policy::Glimp, 0.0, 0).iter().flat_map(|o| o.finished.routing.h_init.clone()).collect();
+    let h: Vec<f32> = outputs(Policy::Glimp, 0.0, 0)
+        .iter()
+        .flat_map(|o| o.finished.routing.h_init.clone())
+        .collect();
     let mut sorted = h.clone();
     sorted.sort_by(f32::total_cmp);
     let tau = sorted[sorted.len() / 2];
     let mixed_plain = outputs(Policy::Glimp, tau, 0);
     let mixed_spec = outputs(Policy::Glimp, tau, 2);
     assert_eq!(tokens(&mixed_plain), tokens(&mixed_spec));
-    let llm_steps: usize = mixed_plain.iter().map(|o| o.finished.routing.llm_steps).sum();
+    let llm_steps: usize = mixed_plain
+        .iter()
+        .map(|o| o.finished.routing.llm_steps)
+        .sum();
     let steps: usize = mixed_plain.iter().map(|o| o.finished.routing.steps).sum();
-    assert!(llm_steps > 0 && llm_steps < steps, "a median tau routes some steps each way ({llm_steps}/{steps})");
+    assert!(
+        llm_steps > 0 && llm_steps < steps,
+        "a median tau routes some steps each way ({llm_steps}/{steps})"
+    );
 }
 
 #[test]
@@ -74,17 +98,38 @@ fn a_request_gives_the_same_output_alone_and_among_31_others() {
     let engine = start(&config(pair()));
     let sampling = SamplingParams::greedy(40);
     let r = || routing(Policy::Glimp, 2.0, 2);
-    let alone = run_all(&engine, vec![request("alone", prompt(&engine, PROMPTS[3]), sampling.clone(), r())]);
-    let mut reqs = vec![request("target", prompt(&engine, PROMPTS[3]), sampling.clone(), r())];
+    let alone = run_all(
+        &engine,
+        vec![request(
+            "alone",
+            prompt(&engine, PROMPTS[3]),
+            sampling.clone(),
+            r(),
+        )],
+    );
+    let mut reqs = vec![request(
+        "target",
+        prompt(&engine, PROMPTS[3]),
+        sampling.clone(),
+        r(),
+    )];
     for i in 0..31 {
         let text = format!("Problem: start at {i}, add {}", i * 7 % 13);
         let s = SamplingParams::greedy(8 + i % 24);
-        reqs.push(request(&format!("other{i}"), prompt(&engine, &text), s, r()));
+        reqs.push(request(
+            &format!("other{i}"),
+            prompt(&engine, &text),
+            s,
+            r(),
+        ));
     }
     let batched = run_all(&engine, reqs);
     assert_eq!(alone[0].tokens, batched[0].tokens);
     // H_init of each glimpse is the same batched as alone.
-    let (a, b) = (&alone[0].finished.routing.h_init, &batched[0].finished.routing.h_init);
+    let (a, b) = (
+        &alone[0].finished.routing.h_init,
+        &batched[0].finished.routing.h_init,
+    );
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(b) {
         assert!((x - y).abs() < 1e-4, "H_init {x} alone vs {y} batched");
@@ -104,8 +149,16 @@ fn preemption_mid_step_does_not_change_the_output() {
     let reqs = |e: &glimprouter_engine::EngineHandle| -> Vec<_> {
         (0..6)
             .map(|i| {
-                let p = prompt(e, &format!("Problem: start at {}, add 5, subtract 2", i + 10));
-                request(&format!("p{i}"), p, SamplingParams::greedy(40), routing(Policy::Glimp, 2.0, 2))
+                let p = prompt(
+                    e,
+                    &format!("Problem: start at {}, add 5, subtract 2", i + 10),
+                );
+                request(
+                    &format!("p{i}"),
+                    p,
+                    SamplingParams::greedy(40),
+                    routing(Policy::Glimp, 2.0, 2),
+                )
             })
             .collect()
     };
@@ -117,4 +170,40 @@ fn preemption_mid_step_does_not_change_the_output() {
     assert!(preemptions > 0.0, "the tight pool forced preemptions");
     assert_eq!(tokens(&expected), tokens(&got));
     tight_engine.shutdown();
+}
+
+#[test]
+fn judged_policies_keep_or_rewrite_every_step_at_the_extremes() {
+    let slm_only = tokens(&outputs(Policy::Slm, 0.0, 0));
+    let llm_only = tokens(&outputs(Policy::Llm, 0.0, 0));
+    // step-entropy / step-ppl rewrite when the SLM's step statistic exceeds
+    // tau; specreason when the LLM's score falls below it.
+    for (policy, keep, rewrite) in [
+        (Policy::StepEntropy, f32::INFINITY, f32::NEG_INFINITY),
+        (Policy::StepPpl, f32::INFINITY, f32::NEG_INFINITY),
+        (Policy::Specreason, f32::NEG_INFINITY, f32::INFINITY),
+    ] {
+        let kept = outputs(policy, keep, 0);
+        assert_eq!(
+            tokens(&kept),
+            slm_only,
+            "{policy:?} keeping every step = SLM only"
+        );
+        assert!(kept.iter().all(|o| o.finished.routing.llm_steps == 0));
+        let rewritten = outputs(policy, rewrite, 0);
+        assert_eq!(
+            tokens(&rewritten),
+            llm_only,
+            "{policy:?} rewriting every step = LLM only"
+        );
+        for o in &rewritten {
+            let r = &o.finished.routing;
+            assert_eq!(r.steps, r.llm_steps, "{policy:?}: every step rewritten");
+            assert!(
+                o.writers.iter().all(|&w| w == Model::Llm),
+                "the rejected SLM text was never streamed"
+            );
+            assert_eq!(r.slm_tokens, 0);
+        }
+    }
 }
