@@ -40,7 +40,10 @@ pub fn summarize<'a>(
         // glimp nests the per-model token counts (`tokens_by_model.slm`);
         // one level of nesting is flattened into dotted keys.
         let flat = object.iter().flat_map(|(key, value)| match value {
-            Value::Object(inner) => inner.iter().map(|(k, v)| (format!("{key}.{k}"), v)).collect::<Vec<_>>(),
+            Value::Object(inner) => inner
+                .iter()
+                .map(|(k, v)| (format!("{key}.{k}"), v))
+                .collect::<Vec<_>>(),
             _ => vec![(key.clone(), value)],
         });
         for (key, value) in flat {

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use glimprouter_loadtest::config::{LoadConfig, LoadMode, PromptSource};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 fn in_ci() -> bool {
@@ -35,7 +38,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let root = repo_root();
         let mut child = Command::new(env!("CARGO_BIN_EXE_glimp"))
             .args(["serve", "--config"])
@@ -58,7 +64,8 @@ impl Server {
                 eprintln!("[glimp] {line}");
             }
         });
-        rx.recv_timeout(Duration::from_secs(120)).expect("server ready within 2 minutes");
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("server ready within 2 minutes");
         Server { child, port }
     }
 
@@ -74,20 +81,33 @@ impl Drop for Server {
 }
 
 fn python() -> Option<String> {
-    let candidates = [std::env::var("GLIMP_PYTHON").ok(), Some("python3".to_string())];
+    let candidates = [
+        std::env::var("GLIMP_PYTHON").ok(),
+        Some("python3".to_string()),
+    ];
     candidates.into_iter().flatten().find(|p| {
-        Command::new(p).args(["-c", "import openai"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new(p)
+            .args(["-c", "import openai"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     })
 }
 
 fn check_openai_client(server: &Server) {
-    let Some(py) = python() else { return missing("python3 with the `openai` package") };
+    let Some(py) = python() else {
+        return missing("python3 with the `openai` package");
+    };
     let out = Command::new(py)
         .arg(repo_root().join("tests/python/test_openai_client.py"))
         .env("GLIMP_BASE_URL", format!("{}/v1", server.url()))
         .output()
         .expect("python runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{text}");
     assert!(out.status.success(), "openai client checks failed");
 }
@@ -96,8 +116,13 @@ fn check_promtool(server: &Server) {
     if Command::new("promtool").arg("--version").output().is_err() {
         return missing("promtool");
     }
-    let body = reqwest::blocking::get(format!("{}/metrics", server.url())).and_then(|r| r.text()).expect("metrics");
-    assert!(body.contains("glimp:kv_cache_usage_perc"), "engine metrics exported");
+    let body = reqwest::blocking::get(format!("{}/metrics", server.url()))
+        .and_then(|r| r.text())
+        .expect("metrics");
+    assert!(
+        body.contains("glimp:kv_cache_usage_perc"),
+        "engine metrics exported"
+    );
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -106,19 +131,36 @@ fn check_promtool(server: &Server) {
         .spawn()
         .expect("promtool runs");
     use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write metrics");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write metrics");
     let out = child.wait_with_output().expect("promtool finishes");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Exit 1 = the exposition does not parse. Exit 3 = lint findings only;
     // we accept exactly the lints our vLLM-compatible names trigger (a
     // `prefix:` namespace, and vLLM's `iteration_tokens_total` histogram).
-    assert_ne!(out.status.code(), Some(1), "promtool could not parse /metrics:\n{report}");
+    assert_ne!(
+        out.status.code(),
+        Some(1),
+        "promtool could not parse /metrics:\n{report}"
+    );
     let unexpected: Vec<&str> = report
         .lines()
         .filter(|l| !l.trim().is_empty())
         .filter(|l| !l.contains("should not contain ':'") && !l.contains("iteration_tokens_total"))
         .collect();
-    assert!(unexpected.is_empty(), "promtool findings:\n{}", unexpected.join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "promtool findings:\n{}",
+        unexpected.join("\n")
+    );
 }
 
 fn check_load(server: &Server) {
@@ -127,9 +169,14 @@ fn check_load(server: &Server) {
     config.max_requests = Some(12);
     config.max_tokens = Some(24);
     config.ignore_eos = true;
-    config.prompts = PromptSource::File { path: repo_root().join("benches/task_prompts.jsonl") };
+    config.prompts = PromptSource::File {
+        path: repo_root().join("benches/task_prompts.jsonl"),
+    };
     config.request_timeout = Duration::from_secs(120);
-    let report = tokio::runtime::Runtime::new().expect("runtime").block_on(glimprouter_loadtest::run_load(&config)).expect("load run");
+    let report = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(glimprouter_loadtest::run_load(&config))
+        .expect("load run");
     let m = &report.measurements;
     assert_eq!(m.failed, 0, "failures: {:?}", m.failed_by_kind);
     assert_eq!(m.completed, 12);
@@ -139,20 +186,32 @@ fn check_load(server: &Server) {
     assert_eq!(m.total_output_tokens, 12 * 24);
     assert!(m.total_text_chunks <= m.total_output_tokens);
     let routing = m.routing.as_ref().expect("glimp reports routing");
-    eprintln!("load: {:.1} output tok/s, routing {routing:?}", m.output_throughput);
+    eprintln!(
+        "load: {:.1} output tok/s, routing {routing:?}",
+        m.output_throughput
+    );
 }
 
 fn sigterm(server: &mut Server) {
     let pid = server.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
-            assert!(status.success(), "glimp serve exits 0 after SIGTERM, got {status}");
+            assert!(
+                status.success(),
+                "glimp serve exits 0 after SIGTERM, got {status}"
+            );
             return;
         }
-        assert!(Instant::now() < deadline, "glimp serve did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "glimp serve did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -40,7 +40,8 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
-    let engine = Engine::start(&config.engine, Default::default()).context("starting the engine")?;
+    let engine =
+        Engine::start(&config.engine, Default::default()).context("starting the engine")?;
     let mut routing = config.engine.routing.clone();
     if let Some(p) = &args.policy {
         routing.policy = serde_json::from_value::<Policy>(serde_json::Value::String(p.clone()))
@@ -57,20 +58,32 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         request_id: "generate-0".into(),
         tenant: "cli".into(),
         prompt_ids,
-        sampling: SamplingParams { temperature: args.temperature, seed: args.seed, max_tokens: args.max_tokens, ..SamplingParams::default() },
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            seed: args.seed,
+            max_tokens: args.max_tokens,
+            ..SamplingParams::default()
+        },
         routing,
         arrival: Instant::now(),
     };
     let mut rx = engine.submit(request)?;
-    let (slm_style, llm_style, reset) =
-        if args.no_color { ("", "", "") } else { ("\x1b[36m", "\x1b[1;33m", "\x1b[0m") };
+    let (slm_style, llm_style, reset) = if args.no_color {
+        ("", "", "")
+    } else {
+        ("\x1b[36m", "\x1b[1;33m", "\x1b[0m")
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", args.prompt)?;
     let started = Instant::now();
     loop {
         match rx.blocking_recv() {
             Some(StreamEvent::Token(delta)) => {
-                let style = if delta.writer == Model::Llm { llm_style } else { slm_style };
+                let style = if delta.writer == Model::Llm {
+                    llm_style
+                } else {
+                    slm_style
+                };
                 write!(out, "{style}{}{reset}", delta.text)?;
                 out.flush()?;
             }
@@ -78,7 +91,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 let r = &f.routing;
                 writeln!(out)?;
                 writeln!(out, "---")?;
-                writeln!(out, "{slm_style}SLM text{reset} / {llm_style}LLM text{reset}")?;
+                writeln!(
+                    out,
+                    "{slm_style}SLM text{reset} / {llm_style}LLM text{reset}"
+                )?;
                 writeln!(
                     out,
                     "finish: {}   tokens: {} (slm {}, llm {})   steps: {} (llm {}, ratio {:.2})   drafts accepted: {}/{}   {:.2}s",

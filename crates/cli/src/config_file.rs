@@ -36,13 +36,16 @@ impl ConfigArgs {
 }
 
 pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    let mut doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     for o in overrides {
         apply_override(&mut doc, o)?;
     }
-    let mut config: Config =
-        toml::Value::Table(doc).try_into().with_context(|| format!("invalid config {}", path.display()))?;
+    let mut config: Config = toml::Value::Table(doc)
+        .try_into()
+        .with_context(|| format!("invalid config {}", path.display()))?;
     // Model paths are relative to the config file, so it works from any directory.
     let base = path.parent().unwrap_or(Path::new("."));
     for section in [&mut config.engine.slm, &mut config.engine.llm] {
@@ -58,15 +61,21 @@ fn apply_override(doc: &mut toml::Table, assignment: &str) -> anyhow::Result<()>
         bail!("--set expects KEY=VALUE, got `{assignment}`");
     };
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     };
     let parts: Vec<&str> = key.trim().split('.').collect();
     let (last, parents) = parts.split_last().context("empty key in --set")?;
     let mut table = doc;
     for p in parents {
-        let entry = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().with_context(|| format!("--set {key}: `{p}` is not a table"))?;
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {key}: `{p}` is not a table"))?;
     }
     table.insert(last.to_string(), value);
     Ok(())
@@ -81,8 +90,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("glimp-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "[engine]\nslm = { path = \"s\" }\nllm = { path = \"l\" }\n").unwrap();
-        let c = load(&path, &["engine.routing.tau=0.25".into(), "server.port=9001".into()]).unwrap();
+        std::fs::write(
+            &path,
+            "[engine]\nslm = { path = \"s\" }\nllm = { path = \"l\" }\n",
+        )
+        .unwrap();
+        let c = load(
+            &path,
+            &["engine.routing.tau=0.25".into(), "server.port=9001".into()],
+        )
+        .unwrap();
         assert_eq!(c.engine.routing.tau, 0.25);
         assert_eq!(c.server.port, 9001);
         assert_eq!(c.engine.slm.path, dir.join("s"));

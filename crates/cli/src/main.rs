@@ -9,7 +9,11 @@ mod config_file;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "glimp", version, about = "GlimpRouter serving engine: step-level SLM/LLM collaborative inference")]
+#[command(
+    name = "glimp",
+    version,
+    about = "GlimpRouter serving engine: step-level SLM/LLM collaborative inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

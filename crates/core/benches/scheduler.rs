@@ -16,7 +16,11 @@ fn outcomes(plan: &IterationPlan, step: u32) -> Vec<SeqOutcome> {
             if row.num_logits == 0 || matches!(row.kind, RowKind::Draft { .. }) {
                 continue;
             }
-            let mut o = SeqOutcome { seq_id: row.seq_id, writer: Some(m), ..Default::default() };
+            let mut o = SeqOutcome {
+                seq_id: row.seq_id,
+                writer: Some(m),
+                ..Default::default()
+            };
             if let RowKind::Verify { k } = row.kind {
                 o.drafts = Some((k, k / 2));
                 o.appended = vec![step; k / 2 + 1];
@@ -40,9 +44,19 @@ fn bench(c: &mut Criterion) {
     for id in 0..256u64 {
         let writer = if id % 2 == 0 { Model::Slm } else { Model::Llm };
         let k = if id % 4 == 1 { 4 } else { 0 };
-        let routing = RoutingParams { speculative_k: k, ..RoutingParams::default() };
+        let routing = RoutingParams {
+            speculative_k: k,
+            ..RoutingParams::default()
+        };
         let prompt: Vec<u32> = (0..128).map(|t| (t * 7 + id as u32) % 1000).collect();
-        let seq = Sequence::new(id, format!("tenant{}", id % 8), prompt, SamplingParams::greedy(100_000), routing, writer);
+        let seq = Sequence::new(
+            id,
+            format!("tenant{}", id % 8),
+            prompt,
+            SamplingParams::greedy(100_000),
+            routing,
+            writer,
+        );
         sched.add(seq).expect("fits");
     }
     // Admit and prefill everything.
@@ -51,14 +65,17 @@ fn bench(c: &mut Criterion) {
         sched.update(&outcomes(&plan, step));
     }
     let mut step = 10;
-    c.bench_function("schedule+update, 256 running (mixed SLM/LLM, speculation)", |b| {
-        b.iter(|| {
-            let plan = sched.schedule();
-            step += 1;
-            let outs = outcomes(&plan, step % 1000);
-            sched.update(black_box(&outs));
-        })
-    });
+    c.bench_function(
+        "schedule+update, 256 running (mixed SLM/LLM, speculation)",
+        |b| {
+            b.iter(|| {
+                let plan = sched.schedule();
+                step += 1;
+                let outs = outcomes(&plan, step % 1000);
+                sched.update(black_box(&outs));
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

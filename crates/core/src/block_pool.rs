@@ -48,7 +48,16 @@ impl BlockPool {
         assert!(num_blocks < NIL as usize, "too many blocks");
         let mut pool = Self {
             block_size,
-            blocks: vec![BlockMeta { ref_count: 0, hash: None, prev: NIL, next: NIL, on_free_list: false }; num_blocks],
+            blocks: vec![
+                BlockMeta {
+                    ref_count: 0,
+                    hash: None,
+                    prev: NIL,
+                    next: NIL,
+                    on_free_list: false
+                };
+                num_blocks
+            ],
             head: NIL,
             tail: NIL,
             num_free: 0,
@@ -137,7 +146,10 @@ impl BlockPool {
     /// hash, if any, stays findable until the block is reused).
     pub fn release(&mut self, block: BlockId) {
         let meta = &mut self.blocks[block as usize];
-        assert!(meta.ref_count > 0, "release of an unreferenced block {block}");
+        assert!(
+            meta.ref_count > 0,
+            "release of an unreferenced block {block}"
+        );
         meta.ref_count -= 1;
         if meta.ref_count == 0 {
             self.push_tail(block);
@@ -175,7 +187,12 @@ impl BlockPool {
     }
 
     fn unlink(&mut self, b: u32) {
-        let BlockMeta { prev, next, on_free_list, .. } = self.blocks[b as usize];
+        let BlockMeta {
+            prev,
+            next,
+            on_free_list,
+            ..
+        } = self.blocks[b as usize];
         debug_assert!(on_free_list);
         if prev == NIL {
             self.head = next;
@@ -210,16 +227,25 @@ impl BlockPool {
     pub fn check_consistency(&self) -> Result<(), String> {
         let list = self.free_list();
         if list.len() != self.num_free {
-            return Err(format!("free list has {} entries, counter says {}", list.len(), self.num_free));
+            return Err(format!(
+                "free list has {} entries, counter says {}",
+                list.len(),
+                self.num_free
+            ));
         }
         for (i, m) in self.blocks.iter().enumerate() {
             if (m.ref_count == 0) != m.on_free_list {
-                return Err(format!("block {i}: ref_count {} but on_free_list {}", m.ref_count, m.on_free_list));
+                return Err(format!(
+                    "block {i}: ref_count {} but on_free_list {}",
+                    m.ref_count, m.on_free_list
+                ));
             }
         }
         for (h, &b) in &self.cached {
             if self.blocks[b as usize].hash != Some(*h) {
-                return Err(format!("cache index points at block {b} which does not carry that hash"));
+                return Err(format!(
+                    "cache index points at block {b} which does not carry that hash"
+                ));
             }
         }
         Ok(())
@@ -252,7 +278,11 @@ mod tests {
         let a = pool.allocate().unwrap();
         pool.register(a, 42);
         pool.release(a);
-        assert_eq!(pool.lookup(42), Some(a), "freed cached block is still a hit");
+        assert_eq!(
+            pool.lookup(42),
+            Some(a),
+            "freed cached block is still a hit"
+        );
         pool.acquire(a);
         assert_eq!(pool.ref_count(a), 1);
         assert_eq!(pool.num_free(), 1);

@@ -75,7 +75,11 @@ impl BlockTable {
         let full = self.computed_len.min(tokens.len()) / bs;
         while self.hashes.len() < full {
             let i = self.hashes.len();
-            let h = hash_block(self.hashes.last().copied(), &tokens[i * bs..(i + 1) * bs], salt);
+            let h = hash_block(
+                self.hashes.last().copied(),
+                &tokens[i * bs..(i + 1) * bs],
+                salt,
+            );
             pool.register(self.blocks[i], h);
             self.hashes.push(h);
         }

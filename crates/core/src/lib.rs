@@ -27,7 +27,9 @@ pub use batch::{BatchRow, ModelBatch, RowKind};
 pub use params::{RoutingParams, SamplingParams};
 
 /// Which of the two models. Used as an index (`as usize`) into per-model arrays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Model {
     Slm = 0,

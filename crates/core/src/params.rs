@@ -45,7 +45,11 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy(max_tokens: usize) -> Self {
-        Self { temperature: 0.0, max_tokens, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            max_tokens,
+            ..Self::default()
+        }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -89,7 +93,10 @@ impl Policy {
 
     /// Policies that let the SLM write a whole step and judge it afterwards.
     pub fn judges_after_step(self) -> bool {
-        matches!(self, Policy::StepEntropy | Policy::StepPpl | Policy::Specreason)
+        matches!(
+            self,
+            Policy::StepEntropy | Policy::StepPpl | Policy::Specreason
+        )
     }
 }
 

@@ -45,7 +45,13 @@ mod tests {
         assert_eq!(a, hash_block(None, &[1, 2, 3], "alice"));
         let child_a = hash_block(Some(a), &[4, 5, 6], "alice");
         let child_b = hash_block(Some(b), &[4, 5, 6], "alice");
-        assert_ne!(child_a, child_b, "the salt must propagate through the chain");
-        assert_ne!(hash_block(None, &[1, 2, 3], ""), hash_block(None, &[1, 2, 4], ""));
+        assert_ne!(
+            child_a, child_b,
+            "the salt must propagate through the chain"
+        );
+        assert_ne!(
+            hash_block(None, &[1, 2, 3], ""),
+            hash_block(None, &[1, 2, 4], "")
+        );
     }
 }

@@ -54,7 +54,11 @@ pub enum ScheduleError {
     #[error("sequence {0} already exists")]
     DuplicateId(SeqId),
     #[error("the request needs {needed} KV blocks of the {model} but its pool only has {capacity}; it can never be scheduled")]
-    NeverFits { model: &'static str, needed: usize, capacity: usize },
+    NeverFits {
+        model: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
     #[error("empty prompt")]
     EmptyPrompt,
 }
@@ -161,7 +165,15 @@ impl Scheduler {
             BlockPool::new(config.num_blocks[1], config.block_size),
         ];
         let waiting = TenantQueues::new(config.tenant_weights.clone());
-        Self { config, pools, seqs: FxHashMap::default(), waiting, running: Vec::new(), admissions: 0, num_preemptions: 0 }
+        Self {
+            config,
+            pools,
+            seqs: FxHashMap::default(),
+            waiting,
+            running: Vec::new(),
+            admissions: 0,
+            num_preemptions: 0,
+        }
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -190,7 +202,10 @@ impl Scheduler {
 
     /// Running sequences whose current step `model` writes.
     pub fn num_running(&self, model: Model) -> usize {
-        self.running.iter().filter(|id| self.seqs[id].writer == model).count()
+        self.running
+            .iter()
+            .filter(|id| self.seqs[id].writer == model)
+            .count()
     }
 
     pub fn has_work(&self) -> bool {
@@ -220,7 +235,11 @@ impl Scheduler {
             let capacity = self.config.num_blocks[model.idx()];
             if needed > capacity {
                 let model = if model == Model::Slm { "SLM" } else { "LLM" };
-                return Err(ScheduleError::NeverFits { model, needed, capacity });
+                return Err(ScheduleError::NeverFits {
+                    model,
+                    needed,
+                    capacity,
+                });
             }
         }
         self.waiting.push_back(&seq.tenant, seq.id);
@@ -231,7 +250,9 @@ impl Scheduler {
     /// Cancels a sequence wherever it is and frees everything it holds.
     /// Returns false if it was unknown (already finished).
     pub fn abort(&mut self, id: SeqId) -> bool {
-        let Some(seq) = self.seqs.get(&id) else { return false };
+        let Some(seq) = self.seqs.get(&id) else {
+            return false;
+        };
         match seq.status {
             SeqStatus::Waiting => {
                 let tenant = seq.tenant.clone();
@@ -282,7 +303,9 @@ impl Scheduler {
     }
 
     fn apply(&mut self, out: &SeqOutcome) {
-        let Some(seq) = self.seqs.get_mut(&out.seq_id) else { return };
+        let Some(seq) = self.seqs.get_mut(&out.seq_id) else {
+            return;
+        };
         if seq.status != SeqStatus::Running {
             return;
         }
@@ -293,8 +316,12 @@ impl Scheduler {
             let writer = seq.writer;
             seq.tokens.truncate(len);
             match writer {
-                Model::Slm => seq.counters.slm_tokens = seq.counters.slm_tokens.saturating_sub(removed),
-                Model::Llm => seq.counters.llm_tokens = seq.counters.llm_tokens.saturating_sub(removed),
+                Model::Slm => {
+                    seq.counters.slm_tokens = seq.counters.slm_tokens.saturating_sub(removed)
+                }
+                Model::Llm => {
+                    seq.counters.llm_tokens = seq.counters.llm_tokens.saturating_sub(removed)
+                }
             }
             for m in Model::BOTH {
                 seq.tables[m.idx()].truncate(&mut pools[m.idx()], len);
@@ -336,7 +363,11 @@ impl Scheduler {
         seq.awaiting_judge = out.request_judge;
         if self.config.enable_prefix_caching {
             for m in Model::BOTH {
-                seq.tables[m.idx()].cache_full_blocks(&mut pools[m.idx()], &seq.tokens, &seq.tenant);
+                seq.tables[m.idx()].cache_full_blocks(
+                    &mut pools[m.idx()],
+                    &seq.tokens,
+                    &seq.tenant,
+                );
             }
         }
         if out.finished {
@@ -354,7 +385,9 @@ impl Scheduler {
     }
 
     fn preempt(&mut self, id: SeqId) {
-        let Some(seq) = self.seqs.get_mut(&id) else { return };
+        let Some(seq) = self.seqs.get_mut(&id) else {
+            return;
+        };
         for m in Model::BOTH {
             seq.tables[m.idx()].free(&mut self.pools[m.idx()]);
         }
@@ -372,7 +405,9 @@ impl Scheduler {
         if seq.writer != Model::Llm || seq.awaiting_judge {
             return 0;
         }
-        seq.routing.speculative_k.min(seq.remaining_tokens().saturating_sub(1))
+        seq.routing
+            .speculative_k
+            .min(seq.remaining_tokens().saturating_sub(1))
     }
 
     /// Rows a running sequence needs this iteration, given token budgets.
@@ -404,16 +439,31 @@ impl Scheduler {
                 if n == 0 {
                     return Rows::default();
                 }
-                return Rows::one(RowPlan { model: llm, kind: RowKind::CatchUp, start: s, end: s + n, extra: 0, num_logits: 0 });
+                return Rows::one(RowPlan {
+                    model: llm,
+                    kind: RowKind::CatchUp,
+                    start: s,
+                    end: s + n,
+                    extra: 0,
+                    num_logits: 0,
+                });
             }
             let n = len - s;
             // A judge row is never split; one larger than the whole budget
             // may run alone.
-            let fits = n <= budget[llm.idx()] || budget[llm.idx()] == self.config.max_num_batched_tokens[llm.idx()];
+            let fits = n <= budget[llm.idx()]
+                || budget[llm.idx()] == self.config.max_num_batched_tokens[llm.idx()];
             if !fits {
                 return Rows::default();
             }
-            return Rows::one(RowPlan { model: llm, kind: RowKind::Judge, start: s, end: len, extra: 0, num_logits: n });
+            return Rows::one(RowPlan {
+                model: llm,
+                kind: RowKind::Judge,
+                start: s,
+                end: len,
+                extra: 0,
+                num_logits: n,
+            });
         }
 
         let k = Self::draft_depth(seq);
@@ -422,10 +472,28 @@ impl Scheduler {
             let (ss, ls) = (start(slm), start(llm));
             let slm_tokens = (len - ss) + (k - 1);
             let llm_tokens = (len - ls) + k;
-            if room(slm) && room(llm) && slm_tokens <= budget[slm.idx()] && llm_tokens <= budget[llm.idx()] {
+            if room(slm)
+                && room(llm)
+                && slm_tokens <= budget[slm.idx()]
+                && llm_tokens <= budget[llm.idx()]
+            {
                 return Rows([
-                    Some(RowPlan { model: slm, kind: RowKind::Draft { k }, start: ss, end: len, extra: k - 1, num_logits: 1 }),
-                    Some(RowPlan { model: llm, kind: RowKind::Verify { k }, start: ls, end: len, extra: k, num_logits: k + 1 }),
+                    Some(RowPlan {
+                        model: slm,
+                        kind: RowKind::Draft { k },
+                        start: ss,
+                        end: len,
+                        extra: k - 1,
+                        num_logits: 1,
+                    }),
+                    Some(RowPlan {
+                        model: llm,
+                        kind: RowKind::Verify { k },
+                        start: ls,
+                        end: len,
+                        extra: k,
+                        num_logits: k + 1,
+                    }),
                 ]);
             }
         }
@@ -440,10 +508,22 @@ impl Scheduler {
             return Rows::default();
         }
         let num_logits = usize::from(s + n == len);
-        Rows::one(RowPlan { model: w, kind: kind_for(s), start: s, end: s + n, extra: 0, num_logits })
+        Rows::one(RowPlan {
+            model: w,
+            kind: kind_for(s),
+            start: s,
+            end: s + n,
+            extra: 0,
+            num_logits,
+        })
     }
 
-    fn place_running(&mut self, id: SeqId, budget: &mut [usize; 2], plan: &mut IterationPlan) -> Placement {
+    fn place_running(
+        &mut self,
+        id: SeqId,
+        budget: &mut [usize; 2],
+        plan: &mut IterationPlan,
+    ) -> Placement {
         let batch_rows = [plan.batches[0].rows.len(), plan.batches[1].rows.len()];
         let rows = self.plan_rows(&self.seqs[&id], budget, batch_rows);
         if rows.is_empty() {
@@ -467,7 +547,12 @@ impl Scheduler {
         Placement::Scheduled
     }
 
-    fn commit_row(seq: &mut Sequence, r: RowPlan, budget: &mut [usize; 2], plan: &mut IterationPlan) {
+    fn commit_row(
+        seq: &mut Sequence,
+        r: RowPlan,
+        budget: &mut [usize; 2],
+        plan: &mut IterationPlan,
+    ) {
         let m = r.model.idx();
         let table: &mut BlockTable = &mut seq.tables[m];
         table.computed_len = r.end + r.extra;
@@ -487,7 +572,11 @@ impl Scheduler {
         while let Some((tenant, id)) = self.waiting.peek() {
             let tenant = tenant.to_string();
             let w = self.seqs[&id].writer;
-            let queue_len = self.running.iter().filter(|s| self.seqs[s].writer == w).count();
+            let queue_len = self
+                .running
+                .iter()
+                .filter(|s| self.seqs[s].writer == w)
+                .count();
             if queue_len >= self.config.max_num_seqs[w.idx()] {
                 break;
             }
@@ -498,7 +587,11 @@ impl Scheduler {
                 let drafting = Self::draft_depth(seq) > 0;
                 for m in Model::BOTH {
                     if m == w || (drafting && m == Model::Slm) {
-                        seq.tables[m.idx()].match_prefix(&mut self.pools[m.idx()], &seq.tokens, &seq.tenant);
+                        seq.tables[m.idx()].match_prefix(
+                            &mut self.pools[m.idx()],
+                            &seq.tokens,
+                            &seq.tenant,
+                        );
                     }
                 }
             }
@@ -535,7 +628,10 @@ impl Scheduler {
             for seq in self.seqs.values() {
                 let t = &seq.tables[m.idx()];
                 if t.computed_len > t.capacity(self.config.block_size) {
-                    return Err(format!("seq {} {:?}: computed {} > capacity", seq.id, m, t.computed_len));
+                    return Err(format!(
+                        "seq {} {:?}: computed {} > capacity",
+                        seq.id, m, t.computed_len
+                    ));
                 }
                 for &b in &t.blocks {
                     *holders.entry(b).or_default() += 1;
@@ -543,7 +639,13 @@ impl Scheduler {
                 // Between iterations no model holds KV past the finalised
                 // tokens: rejected drafts were rolled back.
                 if t.computed_len > seq.tokens.len() {
-                    return Err(format!("seq {} {:?}: KV for {} positions but only {} tokens", seq.id, m, t.computed_len, seq.tokens.len()));
+                    return Err(format!(
+                        "seq {} {:?}: KV for {} positions but only {} tokens",
+                        seq.id,
+                        m,
+                        t.computed_len,
+                        seq.tokens.len()
+                    ));
                 }
                 if seq.status == SeqStatus::Waiting && !t.blocks.is_empty() {
                     return Err(format!("waiting seq {} holds blocks", seq.id));
@@ -552,17 +654,36 @@ impl Scheduler {
             for b in 0..pool.num_blocks() as BlockId {
                 let held = holders.get(&b).copied().unwrap_or(0);
                 if pool.ref_count(b) != held {
-                    return Err(format!("{m:?} block {b}: ref_count {} but {held} holders", pool.ref_count(b)));
+                    return Err(format!(
+                        "{m:?} block {b}: ref_count {} but {held} holders",
+                        pool.ref_count(b)
+                    ));
                 }
             }
         }
-        let running: usize = self.seqs.values().filter(|s| s.status == SeqStatus::Running).count();
+        let running: usize = self
+            .seqs
+            .values()
+            .filter(|s| s.status == SeqStatus::Running)
+            .count();
         if running != self.running.len() {
-            return Err(format!("{} running seqs but running list has {}", running, self.running.len()));
+            return Err(format!(
+                "{} running seqs but running list has {}",
+                running,
+                self.running.len()
+            ));
         }
-        let waiting = self.seqs.values().filter(|s| s.status == SeqStatus::Waiting).count();
+        let waiting = self
+            .seqs
+            .values()
+            .filter(|s| s.status == SeqStatus::Waiting)
+            .count();
         if waiting != self.waiting.len() {
-            return Err(format!("{} waiting seqs but queues hold {}", waiting, self.waiting.len()));
+            return Err(format!(
+                "{} waiting seqs but queues hold {}",
+                waiting,
+                self.waiting.len()
+            ));
         }
         Ok(())
     }

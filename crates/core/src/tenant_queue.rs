@@ -28,7 +28,10 @@ pub struct TenantQueues {
 
 impl TenantQueues {
     pub fn new(weights: HashMap<String, f64>) -> Self {
-        Self { weights, ..Self::default() }
+        Self {
+            weights,
+            ..Self::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -40,7 +43,11 @@ impl TenantQueues {
     }
 
     fn min_active_share(&self) -> Option<f64> {
-        self.queues.values().filter(|q| !q.seqs.is_empty()).map(|q| q.share).min_by(f64::total_cmp)
+        self.queues
+            .values()
+            .filter(|q| !q.seqs.is_empty())
+            .map(|q| q.share)
+            .min_by(f64::total_cmp)
     }
 
     fn entry(&mut self, tenant: &str) -> &mut TenantQueue {
@@ -71,14 +78,23 @@ impl TenantQueues {
         self.queues
             .iter()
             .filter(|(_, q)| !q.seqs.is_empty())
-            .min_by(|(_, a), (_, b)| a.share.total_cmp(&b.share).then(a.last_served.cmp(&b.last_served)))
+            .min_by(|(_, a), (_, b)| {
+                a.share
+                    .total_cmp(&b.share)
+                    .then(a.last_served.cmp(&b.last_served))
+            })
             .and_then(|(t, q)| q.seqs.front().map(|&id| (t.as_str(), id)))
     }
 
     /// Removes the front request of `tenant` (the one `peek` returned) and
     /// charges the tenant its share.
     pub fn pop(&mut self, tenant: &str) -> Option<SeqId> {
-        let weight = self.weights.get(tenant).copied().filter(|w| *w > 0.0).unwrap_or(1.0);
+        let weight = self
+            .weights
+            .get(tenant)
+            .copied()
+            .filter(|w| *w > 0.0)
+            .unwrap_or(1.0);
         self.clock += 1;
         let clock = self.clock;
         let q = self.queues.get_mut(tenant)?;
@@ -91,8 +107,12 @@ impl TenantQueues {
 
     /// Removes a request wherever it waits (abort).
     pub fn remove(&mut self, tenant: &str, id: SeqId) -> bool {
-        let Some(q) = self.queues.get_mut(tenant) else { return false };
-        let Some(pos) = q.seqs.iter().position(|&s| s == id) else { return false };
+        let Some(q) = self.queues.get_mut(tenant) else {
+            return false;
+        };
+        let Some(pos) = q.seqs.iter().position(|&s| s == id) else {
+            return false;
+        };
         q.seqs.remove(pos);
         self.len -= 1;
         true
@@ -125,7 +145,10 @@ mod tests {
 
     #[test]
     fn weights_share_admissions() {
-        let mut q = TenantQueues::new(HashMap::from([("gold".to_string(), 3.0), ("free".to_string(), 1.0)]));
+        let mut q = TenantQueues::new(HashMap::from([
+            ("gold".to_string(), 3.0),
+            ("free".to_string(), 1.0),
+        ]));
         for i in 0..40 {
             q.push_back("gold", i);
             q.push_back("free", 100 + i);

@@ -25,16 +25,30 @@ struct Workload {
 }
 
 fn workloads() -> impl Strategy<Value = Workload> {
-    (any::<u64>(), prop::sample::select(vec![1usize, 4, 16]), 12usize..80, 12usize..80, 8usize..96, 1usize..12, 1usize..40, 0usize..4)
-        .prop_map(|(seed, block_size, b0, b1, budget, max_seqs, num_requests, spec_k)| Workload {
-            seed,
-            block_size,
-            num_blocks: [b0 * 16 / block_size.max(1) + 4, b1 * 16 / block_size.max(1) + 4],
-            budget: [budget, budget + 8],
-            max_seqs: [max_seqs, max_seqs],
-            num_requests,
-            spec_k,
-        })
+    (
+        any::<u64>(),
+        prop::sample::select(vec![1usize, 4, 16]),
+        12usize..80,
+        12usize..80,
+        8usize..96,
+        1usize..12,
+        1usize..40,
+        0usize..4,
+    )
+        .prop_map(
+            |(seed, block_size, b0, b1, budget, max_seqs, num_requests, spec_k)| Workload {
+                seed,
+                block_size,
+                num_blocks: [
+                    b0 * 16 / block_size.max(1) + 4,
+                    b1 * 16 / block_size.max(1) + 4,
+                ],
+                budget: [budget, budget + 8],
+                max_seqs: [max_seqs, max_seqs],
+                num_requests,
+                spec_k,
+            },
+        )
 }
 
 /// Records which tenant wrote each block's KV, to catch cross-tenant reuse.
@@ -57,7 +71,8 @@ impl Shadow {
                 };
                 let end = row.start_pos + row.token_ids.len() + drafts;
                 for pos in row.start_pos..end {
-                    self.writer_tenant[m.idx()].insert(row.block_table[pos / bs], seq.tenant.clone());
+                    self.writer_tenant[m.idx()]
+                        .insert(row.block_table[pos / bs], seq.tenant.clone());
                 }
             }
         }
@@ -71,7 +86,10 @@ impl Shadow {
                 for &b in &t.blocks[..full.min(t.blocks.len())] {
                     if let Some(w) = self.writer_tenant[m.idx()].get(&b) {
                         if w != &seq.tenant {
-                            return Err(format!("seq {} of {} reads block {b} written by {w}", seq.id, seq.tenant));
+                            return Err(format!(
+                                "seq {} of {} reads block {b} written by {w}",
+                                seq.id, seq.tenant
+                            ));
                         }
                     }
                 }
@@ -86,9 +104,20 @@ fn make_request(rng: &mut ChaCha8Rng, id: SeqId, w: &Workload, shared: &[Vec<u32
     let mut prompt = shared[rng.random_range(0..shared.len())].clone();
     let extra = rng.random_range(1..40);
     prompt.extend((0..extra).map(|_| rng.random_range(0..50u32)));
-    let sampling = SamplingParams { max_tokens: rng.random_range(1..30), ..SamplingParams::greedy(1) };
-    let routing = RoutingParams { policy: Policy::Glimp, speculative_k: w.spec_k, ..RoutingParams::default() };
-    let writer = if rng.random_bool(0.5) { Model::Slm } else { Model::Llm };
+    let sampling = SamplingParams {
+        max_tokens: rng.random_range(1..30),
+        ..SamplingParams::greedy(1)
+    };
+    let routing = RoutingParams {
+        policy: Policy::Glimp,
+        speculative_k: w.spec_k,
+        ..RoutingParams::default()
+    };
+    let writer = if rng.random_bool(0.5) {
+        Model::Slm
+    } else {
+        Model::Llm
+    };
     Sequence::new(id, tenant, prompt, sampling, routing, writer)
 }
 
@@ -102,7 +131,10 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
                 continue;
             }
             let seq = sched.seq(row.seq_id).unwrap();
-            let mut o = SeqOutcome { seq_id: row.seq_id, ..Default::default() };
+            let mut o = SeqOutcome {
+                seq_id: row.seq_id,
+                ..Default::default()
+            };
             let remaining = seq.remaining_tokens();
             match row.kind {
                 RowKind::Verify { k } => {
@@ -153,7 +185,9 @@ fn run(w: &Workload) -> Result<(), String> {
     };
     let mut sched = Scheduler::new(config);
     let mut shadow = Shadow::default();
-    let shared: Vec<Vec<u32>> = (0..3).map(|i| (0..(i * 13 + 5)).map(|t| t as u32 % 50).collect()).collect();
+    let shared: Vec<Vec<u32>> = (0..3)
+        .map(|i| (0..(i * 13 + 5)).map(|t| t as u32 % 50).collect())
+        .collect();
     let mut next_id = 0;
     let mut accepted = Vec::new();
     let mut finished_by_tenant: HashMap<String, usize> = HashMap::new();
@@ -178,7 +212,10 @@ fn run(w: &Workload) -> Result<(), String> {
                 // Only a single judge row may exceed the budget.
                 let judge_alone = b.rows.len() == 1 && b.rows[0].kind == RowKind::Judge;
                 if !judge_alone {
-                    return Err(format!("iteration {iteration}: {m:?} batch of {} tokens over budget", b.num_tokens()));
+                    return Err(format!(
+                        "iteration {iteration}: {m:?} batch of {} tokens over budget",
+                        b.num_tokens()
+                    ));
                 }
             }
             if b.rows.len() > w.max_seqs[m.idx()] {
@@ -187,7 +224,10 @@ fn run(w: &Workload) -> Result<(), String> {
             for row in &b.rows {
                 let cap = row.block_table.len() * w.block_size;
                 if row.start_pos + row.token_ids.len() > cap {
-                    return Err(format!("row of seq {} has no slot for its tokens", row.seq_id));
+                    return Err(format!(
+                        "row of seq {} has no slot for its tokens",
+                        row.seq_id
+                    ));
                 }
             }
         }
@@ -195,12 +235,18 @@ fn run(w: &Workload) -> Result<(), String> {
         let outs = outcomes(&mut rng, &sched, &plan);
         for o in &outs {
             if o.finished {
-                *finished_by_tenant.entry(tenant_of[&o.seq_id].clone()).or_default() += 1;
+                *finished_by_tenant
+                    .entry(tenant_of[&o.seq_id].clone())
+                    .or_default() += 1;
             }
         }
         sched.update(&outs);
-        sched.check_invariants().map_err(|e| format!("iteration {iteration}: {e}"))?;
-        shadow.check(&sched).map_err(|e| format!("iteration {iteration}: {e}"))?;
+        sched
+            .check_invariants()
+            .map_err(|e| format!("iteration {iteration}: {e}"))?;
+        shadow
+            .check(&sched)
+            .map_err(|e| format!("iteration {iteration}: {e}"))?;
         if next_id >= w.num_requests as u64 && !sched.has_work() {
             break;
         }
@@ -215,7 +261,11 @@ fn run(w: &Workload) -> Result<(), String> {
     for m in Model::BOTH {
         let pool = sched.pool(m);
         if pool.num_free() != pool.num_blocks() {
-            return Err(format!("{m:?} pool leaked: {} of {} free", pool.num_free(), pool.num_blocks()));
+            return Err(format!(
+                "{m:?} pool leaked: {} of {} free",
+                pool.num_free(),
+                pool.num_blocks()
+            ));
         }
     }
     Ok(())

@@ -16,11 +16,23 @@ fn config(num_blocks: usize, budget: usize) -> SchedulerConfig {
 }
 
 fn seq(id: SeqId, tenant: &str, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
-    Sequence::new(id, tenant, prompt, SamplingParams::greedy(max_tokens), RoutingParams::default(), Model::Slm)
+    Sequence::new(
+        id,
+        tenant,
+        prompt,
+        SamplingParams::greedy(max_tokens),
+        RoutingParams::default(),
+        Model::Slm,
+    )
 }
 
 fn decode(id: SeqId, token: u32) -> SeqOutcome {
-    SeqOutcome { seq_id: id, appended: vec![token], writer: Some(Model::Slm), ..Default::default() }
+    SeqOutcome {
+        seq_id: id,
+        appended: vec![token],
+        writer: Some(Model::Slm),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -48,7 +60,15 @@ fn decode_rows_feed_the_last_token() {
     s.update(&[decode(1, 9)]);
     let plan = s.schedule();
     let row = &plan.batch(Model::Slm).rows[0];
-    assert_eq!((row.kind, row.token_ids.clone(), row.start_pos, row.num_logits), (RowKind::Decode, vec![9], 3, 1));
+    assert_eq!(
+        (
+            row.kind,
+            row.token_ids.clone(),
+            row.start_pos,
+            row.num_logits
+        ),
+        (RowKind::Decode, vec![9], 3, 1)
+    );
 }
 
 #[test]
@@ -57,7 +77,10 @@ fn prefix_hit_skips_cached_blocks_for_the_same_tenant_only() {
     let prompt: Vec<u32> = (0..10).collect();
     s.add(seq(1, "alice", prompt.clone(), 1)).unwrap();
     s.schedule();
-    s.update(&[SeqOutcome { finished: true, ..decode(1, 5) }]);
+    s.update(&[SeqOutcome {
+        finished: true,
+        ..decode(1, 5)
+    }]);
     s.add(seq(2, "alice", prompt.clone(), 1)).unwrap();
     s.add(seq(3, "bob", prompt.clone(), 1)).unwrap();
     let plan = s.schedule();
@@ -82,23 +105,37 @@ fn preemption_recomputes_and_resumes_with_generated_tokens() {
     let plan = s.schedule();
     assert_eq!(plan.preempted, vec![2]);
     assert_eq!(s.seq(2).unwrap().status(), SeqStatus::Waiting);
-    assert_eq!(s.seq(2).unwrap().tokens.last(), Some(&200), "generated tokens are kept");
+    assert_eq!(
+        s.seq(2).unwrap().tokens.last(),
+        Some(&200),
+        "generated tokens are kept"
+    );
     s.check_invariants().unwrap();
     // Nothing is admitted in an iteration that preempted.
     assert!(plan.batch(Model::Slm).rows.iter().all(|r| r.seq_id == 1));
-    s.update(&[SeqOutcome { finished: true, ..decode(1, 101) }]);
+    s.update(&[SeqOutcome {
+        finished: true,
+        ..decode(1, 101)
+    }]);
     let plan = s.schedule();
     let row = &plan.batch(Model::Slm).rows[0];
     // Recompute prompt + output; its first full block was cached before the
     // preemption and is still on the free list, so only the rest is fed.
-    assert_eq!((row.seq_id, row.start_pos, row.token_ids.len()), (2, 4, 5), "recompute prompt + output");
+    assert_eq!(
+        (row.seq_id, row.start_pos, row.token_ids.len()),
+        (2, 4, 5),
+        "recompute prompt + output"
+    );
     assert_eq!(row.token_ids.last(), Some(&200));
     assert_eq!(s.seq(2).unwrap().num_preemptions, 1);
 }
 
 #[test]
 fn abort_while_waiting_and_while_running_frees_everything() {
-    let mut s = Scheduler::new(SchedulerConfig { max_num_seqs: [1, 1], ..config(16, 64) });
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_num_seqs: [1, 1],
+        ..config(16, 64)
+    });
     s.add(seq(1, "t", (0..9).collect(), 8)).unwrap();
     s.add(seq(2, "t", (0..9).collect(), 8)).unwrap();
     s.schedule();
@@ -119,17 +156,30 @@ fn eviction_takes_the_least_recently_freed_blocks_first() {
     for (id, p) in [(1, a.clone()), (2, b.clone())] {
         s.add(seq(id, "t", p, 1)).unwrap();
         s.schedule();
-        s.update(&[SeqOutcome { finished: true, ..decode(id, 7) }]);
+        s.update(&[SeqOutcome {
+            finished: true,
+            ..decode(id, 7)
+        }]);
     }
     // Both prompts' blocks are cached and free. A new unrelated request that
     // needs 3 blocks evicts a's (freed first), keeping b's.
     s.add(seq(3, "t", (200..209).collect(), 1)).unwrap();
     s.schedule();
-    s.update(&[SeqOutcome { finished: true, ..decode(3, 7) }]);
+    s.update(&[SeqOutcome {
+        finished: true,
+        ..decode(3, 7)
+    }]);
     s.add(seq(4, "t", b.clone(), 1)).unwrap();
     let plan = s.schedule();
-    assert_eq!(plan.batch(Model::Slm).rows[0].start_pos, 8, "b is still cached");
-    s.update(&[SeqOutcome { finished: true, ..decode(4, 7) }]);
+    assert_eq!(
+        plan.batch(Model::Slm).rows[0].start_pos,
+        8,
+        "b is still cached"
+    );
+    s.update(&[SeqOutcome {
+        finished: true,
+        ..decode(4, 7)
+    }]);
     s.add(seq(5, "t", a, 1)).unwrap();
     let plan = s.schedule();
     assert_eq!(plan.batch(Model::Slm).rows[0].start_pos, 0, "a was evicted");
@@ -149,12 +199,26 @@ fn glimpse_routes_to_llm_which_catches_up_then_returns() {
     s.add(seq(1, "t", (0..6).collect(), 16)).unwrap();
     s.schedule();
     // The glimpse goes to the LLM: the token is dropped, the LLM catches up.
-    s.update(&[SeqOutcome { seq_id: 1, step_started: Some(Model::Llm), route_to: Some(Model::Llm), ..Default::default() }]);
+    s.update(&[SeqOutcome {
+        seq_id: 1,
+        step_started: Some(Model::Llm),
+        route_to: Some(Model::Llm),
+        ..Default::default()
+    }]);
     let plan = s.schedule();
     assert!(plan.batch(Model::Slm).is_empty());
     let row = &plan.batch(Model::Llm).rows[0];
-    assert_eq!((row.start_pos, row.token_ids.len(), row.num_logits), (0, 6, 1));
-    s.update(&[SeqOutcome { seq_id: 1, appended: vec![50, 51], writer: Some(Model::Llm), route_to: Some(Model::Slm), ..Default::default() }]);
+    assert_eq!(
+        (row.start_pos, row.token_ids.len(), row.num_logits),
+        (0, 6, 1)
+    );
+    s.update(&[SeqOutcome {
+        seq_id: 1,
+        appended: vec![50, 51],
+        writer: Some(Model::Llm),
+        route_to: Some(Model::Slm),
+        ..Default::default()
+    }]);
     // Back on the SLM: it catches up on the LLM's two tokens.
     let plan = s.schedule();
     let row = &plan.batch(Model::Slm).rows[0];
@@ -166,20 +230,51 @@ fn glimpse_routes_to_llm_which_catches_up_then_returns() {
 #[test]
 fn speculation_drafts_on_the_slm_and_verifies_on_the_llm_then_rolls_back() {
     let mut s = Scheduler::new(config(64, 64));
-    let routing = RoutingParams { speculative_k: 3, ..RoutingParams::default() };
-    s.add(Sequence::new(1, "t", (0..6).collect(), SamplingParams::greedy(16), routing, Model::Llm)).unwrap();
+    let routing = RoutingParams {
+        speculative_k: 3,
+        ..RoutingParams::default()
+    };
+    s.add(Sequence::new(
+        1,
+        "t",
+        (0..6).collect(),
+        SamplingParams::greedy(16),
+        routing,
+        Model::Llm,
+    ))
+    .unwrap();
     // Speculation starts with the prompt: the SLM drafts right after its
     // prefill, the LLM verifies while it prefills.
     let plan = s.schedule();
     let d = &plan.batch(Model::Slm).rows[0];
     let v = &plan.batch(Model::Llm).rows[0];
-    assert_eq!((d.kind, d.start_pos, d.token_ids.len(), d.num_logits), (RowKind::Draft { k: 3 }, 0, 6, 1));
-    assert_eq!((v.kind, v.start_pos, v.token_ids.len(), v.num_logits), (RowKind::Verify { k: 3 }, 0, 6, 4));
+    assert_eq!(
+        (d.kind, d.start_pos, d.token_ids.len(), d.num_logits),
+        (RowKind::Draft { k: 3 }, 0, 6, 1)
+    );
+    assert_eq!(
+        (v.kind, v.start_pos, v.token_ids.len(), v.num_logits),
+        (RowKind::Verify { k: 3 }, 0, 6, 4)
+    );
     // One of three drafts accepted, plus the LLM's correction.
-    s.update(&[SeqOutcome { seq_id: 1, drafts: Some((3, 1)), appended: vec![61, 62], writer: Some(Model::Llm), ..Default::default() }]);
+    s.update(&[SeqOutcome {
+        seq_id: 1,
+        drafts: Some((3, 1)),
+        appended: vec![61, 62],
+        writer: Some(Model::Llm),
+        ..Default::default()
+    }]);
     let seq = s.seq(1).unwrap();
-    assert_eq!(seq.table(Model::Llm).computed_len, 7, "prompt + the accepted draft");
-    assert_eq!(seq.table(Model::Slm).computed_len, 7, "the SLM fed two drafts; one is rolled back");
+    assert_eq!(
+        seq.table(Model::Llm).computed_len,
+        7,
+        "prompt + the accepted draft"
+    );
+    assert_eq!(
+        seq.table(Model::Slm).computed_len,
+        7,
+        "the SLM fed two drafts; one is rolled back"
+    );
     assert_eq!(seq.counters.accepted_draft_tokens, 1);
     s.check_invariants().unwrap();
     // Next round: each model re-feeds what it lacks (the correction token).
