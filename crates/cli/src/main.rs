@@ -1,5 +1,6 @@
 //! `glimp`: serve, generate, train, make-model.
 
+mod cmd_eval;
 mod cmd_generate;
 mod cmd_make_model;
 mod cmd_serve;
@@ -25,6 +26,8 @@ enum Command {
     Serve(cmd_serve::ServeArgs),
     /// Run one prompt and show which model wrote which step.
     Generate(cmd_generate::GenerateArgs),
+    /// Evaluate every routing policy on a held-out problem set.
+    Eval(cmd_eval::EvalArgs),
     /// Train the bundled SLM or LLM on the synthetic task.
     Train(cmd_train::TrainArgs),
     /// Write a random-weight checkpoint of a supported family (for tests).
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => cmd_serve::run(args),
         Command::Generate(args) => cmd_generate::run(args),
+        Command::Eval(args) => cmd_eval::run(args),
         Command::Train(args) => cmd_train::run(args),
         Command::MakeModel(args) => cmd_make_model::run(args),
     }

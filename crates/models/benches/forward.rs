@@ -5,6 +5,7 @@
 //! * prefill tokens/s (one 512-token prompt);
 //! * a plain candle f32 GEMM of the decode-64 projection shape, for the FLOP/s ceiling;
 //! * batch-1 decode of candle-transformers' qwen3 (contiguous cache) for comparison.
+//!
 //! After the criterion groups a summary table (own timing, median of repeated runs)
 //! prints achieved FLOP/s next to the GEMM's.
 //!
@@ -210,7 +211,11 @@ fn benches(c: &mut Criterion) {
 /// The CPU paged-attention kernel alone: one layer of decode batch 64 at context 513.
 /// Decode attention reads every cached K/V once, so its speed is memory bandwidth.
 fn attention_kernel(c: &mut Criterion, cfg: &ModelConfig) {
-    let (kvh, d, h) = (cfg.num_key_value_heads, cfg.head_dim, cfg.num_attention_heads);
+    let (kvh, d, h) = (
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.num_attention_heads,
+    );
     let blocks_per_seq = (CONTEXT + 1).div_ceil(BLOCK);
     let batch = 64;
     let cache_len = batch * blocks_per_seq * BLOCK * kvh * d;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use glimprouter_models::task::{
     build_task_tokenizer, generate_problems, write_prompts_jsonl, write_tokenizer_files,
+    STEP_SEPARATOR,
 };
 use glimprouter_models::train::check::{auc, load_checkpoint};
 use glimprouter_models::train::{train, TrainConfig};
@@ -50,10 +51,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("steps") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let rows = ckpt.step_agreement(&generate_problems(EVAL_SEED, n))?;
+            let (mut rows, mut first_word_differs, mut shown) = (Vec::new(), 0, 0);
+            for p in generate_problems(EVAL_SEED, n) {
+                let mut prefix = p.prompt.clone();
+                for step in &p.solution_steps {
+                    let (mine, entropy) = ckpt.greedy_step(&prefix, 40)?;
+                    let differs = mine != *step;
+                    if differs && mine.split(' ').next() != step.split(' ').next() {
+                        first_word_differs += 1;
+                    }
+                    if differs && shown < 6 {
+                        shown += 1;
+                        println!("H={entropy:.3} ref {step:?} got {mine:?}");
+                    }
+                    rows.push((entropy, differs));
+                    prefix.push_str(step);
+                    prefix.push_str(STEP_SEPARATOR);
+                }
+            }
             let differ = rows.iter().filter(|r| r.1).count();
             println!(
-                "steps {} differing from reference {differ} ({:.3}); AUC of first-token entropy {:?}",
+                "steps {} differing from reference {differ} ({:.3}), {first_word_differs} of them in the first word; AUC of first-token entropy {:?}",
                 rows.len(),
                 differ as f64 / rows.len().max(1) as f64,
                 auc(&rows)

@@ -33,11 +33,7 @@ pub struct Logits {
 
 impl Logits {
     pub fn num_rows(&self) -> usize {
-        if self.vocab == 0 {
-            0
-        } else {
-            self.data.len() / self.vocab
-        }
+        self.data.len().checked_div(self.vocab).unwrap_or(0)
     }
 
     /// Row `i`; panics if `i >= num_rows()` like slice indexing.

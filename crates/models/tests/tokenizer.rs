@@ -65,7 +65,8 @@ fn chat_template_raise_exception_and_variables() {
     };
     // trim_blocks + lstrip_blocks as in transformers: the newline after a block tag goes.
     assert_eq!(
-        tok.apply_chat_template(&[user.clone()], false).unwrap(),
+        tok.apply_chat_template(std::slice::from_ref(&user), false)
+            .unwrap(),
         "<s>  x<|im_end|>"
     );
     let tool = ChatMessage {

@@ -199,7 +199,11 @@ fn a_prompt_tokenizes_to_a_prefix_of_its_continuation() {
         let full = tokenizer
             .encode(reference_output(&problem).as_str(), false)
             .unwrap();
-        assert!(!prompt.get_ids().contains(&unk), "{:?}", prompt.get_tokens());
+        assert!(
+            !prompt.get_ids().contains(&unk),
+            "{:?}",
+            prompt.get_tokens()
+        );
         assert!(full.get_ids().starts_with(prompt.get_ids()));
         // The same holds at every step boundary, where the router cuts.
         let mut text = problem.prompt.clone();

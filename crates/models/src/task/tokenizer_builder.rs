@@ -15,7 +15,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::Split;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{
-    AddedToken, OffsetReferential, SplitDelimiterBehavior, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+    AddedToken, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    SplitDelimiterBehavior, Tokenizer,
 };
 
 use super::corpus::training_text;

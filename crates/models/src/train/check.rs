@@ -23,7 +23,13 @@ pub fn auc(rows: &[(f32, bool)]) -> Option<f64> {
     let mut wins = 0f64;
     for p in &pos {
         for n in &neg {
-            wins += if p > n { 1.0 } else if p == n { 0.5 } else { 0.0 };
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     Some(wins / (pos.len() * neg.len()) as f64)
