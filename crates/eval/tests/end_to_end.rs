@@ -7,30 +7,10 @@ use std::path::{Path, PathBuf};
 use glimprouter_core::RoutingParams;
 use glimprouter_engine::{Engine, EngineConfig};
 use glimprouter_eval::{run_eval, write_outputs, EvalOptions};
-use glimprouter_models::task::{build_task_tokenizer, write_tokenizer_files};
-use glimprouter_models::{make_model, Arch, MakeModelSpec};
+use glimprouter_models::task::write_random_pair;
 
 fn make_pair(dir: &Path) -> (PathBuf, PathBuf) {
-    let tok_dir = dir.join("tokenizer");
-    let tokenizer = build_task_tokenizer().expect("task tokenizer");
-    write_tokenizer_files(&tok_dir, &tokenizer, 512).expect("tokenizer files");
-    let vocab = tokenizer.get_vocab_size(true);
-    let make = |name: &str, hidden: usize, layers: usize, seed: u64| {
-        let out = dir.join(name);
-        let spec = MakeModelSpec {
-            layers,
-            hidden,
-            intermediate: hidden * 2,
-            heads: 4,
-            kv_heads: 2,
-            vocab,
-            max_position: 512,
-            ..MakeModelSpec::tiny(Arch::Qwen3, seed)
-        };
-        make_model(&spec, &out, Some(&tok_dir.join("tokenizer.json"))).expect("make model");
-        out
-    };
-    (make("slm", 32, 1, 11), make("llm", 64, 2, 12))
+    write_random_pair(dir, 512, [11, 12]).expect("random pair")
 }
 
 #[test]

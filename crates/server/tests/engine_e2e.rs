@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use glimprouter_engine::{Engine, EngineConfig, EngineHandle};
-use glimprouter_models::task::{build_task_tokenizer, write_tokenizer_files};
-use glimprouter_models::{make_model, Arch, MakeModelSpec};
+use glimprouter_models::task::write_random_pair;
 use glimprouter_server::{router, serve_app, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -24,29 +23,8 @@ fn pair() -> &'static Pair {
     static PAIR: OnceLock<Pair> = OnceLock::new();
     PAIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("glimp-server-tests-{}", std::process::id()));
-        let tok_dir = dir.join("tokenizer");
-        let tokenizer = build_task_tokenizer().expect("task tokenizer");
-        write_tokenizer_files(&tok_dir, &tokenizer, 1024).expect("tokenizer files");
-        let vocab = tokenizer.get_vocab_size(true);
-        let make = |name: &str, hidden: usize, layers: usize, seed: u64| {
-            let out = dir.join(name);
-            let spec = MakeModelSpec {
-                layers,
-                hidden,
-                intermediate: hidden * 2,
-                heads: 4,
-                kv_heads: 2,
-                vocab,
-                max_position: 1024,
-                ..MakeModelSpec::tiny(Arch::Qwen3, seed)
-            };
-            make_model(&spec, &out, Some(&tok_dir.join("tokenizer.json"))).expect("make model");
-            out
-        };
-        Pair {
-            slm: make("slm", 32, 1, 1),
-            llm: make("llm", 64, 2, 2),
-        }
+        let (slm, llm) = write_random_pair(&dir, 1024, [1, 2]).expect("random pair");
+        Pair { slm, llm }
     })
 }
 
