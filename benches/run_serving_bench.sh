@@ -95,8 +95,8 @@ tau_field=""
 if [[ -n $TAU ]]; then tau_field=", \"tau\": $TAU"; fi
 extra_body() {
     case "$1" in
-        llm) echo "{\"routing\": {\"policy\": \"llm\"}}" ;;
-        glimp) echo "{\"routing\": {\"policy\": \"glimp\"$tau_field}}" ;;
+        llm) echo "{\"routing\": {\"policy\": \"llm\", \"speculative_k\": 0}}" ;;
+        glimp) echo "{\"routing\": {\"policy\": \"glimp\"$tau_field, \"speculative_k\": 0}}" ;;
         glimp-spec) echo "{\"routing\": {\"policy\": \"glimp\"$tau_field, \"speculative_k\": $SPEC_K}}" ;;
         *) echo "error: unknown policy $1" >&2; return 1 ;;
     esac

@@ -72,7 +72,8 @@ pub struct EngineConfig {
     /// Server-wide routing defaults; requests may override them.
     #[serde(default)]
     pub routing: RoutingParams,
-    /// Worker threads for the CPU kernels (0 = all cores).
+    /// Worker threads for the CPU kernels (0 = `RAYON_NUM_THREADS` if set, else all
+    /// cores).
     #[serde(default)]
     pub num_threads: usize,
 }
