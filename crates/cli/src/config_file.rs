@@ -49,10 +49,14 @@ pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Config> {
     // Model paths are relative to the config file, so it works from any directory.
     let base = path.parent().unwrap_or(Path::new("."));
     for section in [&mut config.engine.slm, &mut config.engine.llm] {
-        if section.path.is_relative() {
-            section.path = base.join(&section.path);
+        if let Some(p) = section.path.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
         }
     }
+    config
+        .engine
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
     Ok(config)
 }
 
@@ -102,8 +106,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.engine.routing.tau, 0.25);
         assert_eq!(c.server.port, 9001);
-        assert_eq!(c.engine.slm.path, dir.join("s"));
+        assert_eq!(c.engine.slm.path, Some(dir.join("s")));
         let err = load(&path, &["engine.no_such_key=1".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+    }
+
+    #[test]
+    fn the_shipped_configs_load_and_validate() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let default = load(&configs.join("default.toml"), &[]).unwrap();
+        assert_eq!(default.engine.remote_tiers(), [false, false]);
+        let remote = load(&configs.join("remote-llm.toml"), &[]).unwrap();
+        assert_eq!(remote.engine.remote_tiers(), [false, true]);
+        assert!(remote.engine.slm.path.unwrap().ends_with("models/slm"));
+        // Turning speculation back on is refused at load time.
+        let err = load(
+            &configs.join("remote-llm.toml"),
+            &["engine.routing.speculative_k=3".into()],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("speculative"), "{err:#}");
     }
 }

@@ -34,6 +34,12 @@ pub struct SchedulerConfig {
     pub enable_prefix_caching: bool,
     /// Admission weight per tenant (absent = 1).
     pub tenant_weights: HashMap<String, f64>,
+    /// Models served by a remote engine, indexed by `Model::idx`. A remote
+    /// model has no pool and gets no rows: a sequence it writes is parked
+    /// (counted in its running queue, holding its other blocks) while the
+    /// engine has the remote write the step, and resumes when the engine
+    /// applies the reply as an ordinary [`SeqOutcome`].
+    pub remote: [bool; 2],
 }
 
 impl Default for SchedulerConfig {
@@ -45,6 +51,7 @@ impl Default for SchedulerConfig {
             max_num_seqs: [128, 128],
             enable_prefix_caching: true,
             tenant_weights: HashMap::new(),
+            remote: [false, false],
         }
     }
 }
@@ -127,6 +134,8 @@ enum Placement {
     Skipped,
     /// Its pool is out of blocks; something must be preempted.
     OutOfBlocks,
+    /// Its writer is remote: nothing to run here.
+    Remote,
 }
 
 /// The (at most two) rows one sequence needs in an iteration.
@@ -232,6 +241,9 @@ impl Scheduler {
         let max_len = seq.prompt_len + seq.sampling.max_tokens + seq.routing.speculative_k + 1;
         let needed = max_len.div_ceil(self.config.block_size);
         for model in Model::BOTH {
+            if self.config.remote[model.idx()] {
+                continue;
+            }
             let capacity = self.config.num_blocks[model.idx()];
             if needed > capacity {
                 let model = if model == Model::Slm { "SLM" } else { "LLM" };
@@ -271,12 +283,19 @@ impl Scheduler {
             b.rows.reserve(self.running.len());
         }
         let mut budget = self.config.max_num_batched_tokens;
-        let mut order = self.running.clone();
+        // Sequences a remote writes are parked: never placed, never victims
+        // (their reply must find them running).
+        let mut order: Vec<SeqId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| !self.is_remote(self.seqs[id].writer))
+            .collect();
         let mut i = 0;
         while i < order.len() {
             let id = order[i];
             match self.place_running(id, &mut budget, &mut plan) {
-                Placement::Scheduled | Placement::Skipped => i += 1,
+                Placement::Scheduled | Placement::Skipped | Placement::Remote => i += 1,
                 Placement::OutOfBlocks => {
                     // Victims come from the tail: those not yet placed in this
                     // plan. If the tail is this sequence itself, it yields.
@@ -293,6 +312,25 @@ impl Scheduler {
             self.admit_waiting(&mut budget, &mut plan);
         }
         plan
+    }
+
+    pub fn is_remote(&self, model: Model) -> bool {
+        self.config.remote[model.idx()]
+    }
+
+    /// Running sequences whose current step a remote model must write and
+    /// that were not handed out yet, oldest admitted first. They count as
+    /// handed out (`awaiting_remote`) until an outcome for them is applied.
+    pub fn take_remote_ready(&mut self) -> Vec<SeqId> {
+        let mut ready = Vec::new();
+        for &id in &self.running {
+            let seq = self.seqs.get_mut(&id).expect("running sequence exists");
+            if self.config.remote[seq.writer.idx()] && !seq.awaiting_remote {
+                seq.awaiting_remote = true;
+                ready.push(id);
+            }
+        }
+        ready
     }
 
     /// Applies the engine's conclusions for this iteration.
@@ -361,6 +399,7 @@ impl Scheduler {
             seq.phase = Phase::Answer;
         }
         seq.awaiting_judge = out.request_judge;
+        seq.awaiting_remote = false;
         if self.config.enable_prefix_caching {
             for m in Model::BOTH {
                 seq.tables[m.idx()].cache_full_blocks(
@@ -400,9 +439,10 @@ impl Scheduler {
         self.num_preemptions += 1;
     }
 
-    /// Speculation depth for this sequence now (0 = plain decoding).
-    fn draft_depth(seq: &Sequence) -> usize {
-        if seq.writer != Model::Llm || seq.awaiting_judge {
+    /// Speculation depth for this sequence now (0 = plain decoding; always
+    /// 0 with a remote model, whose distributions are not at hand).
+    fn draft_depth(&self, seq: &Sequence) -> usize {
+        if seq.writer != Model::Llm || seq.awaiting_judge || self.config.remote.contains(&true) {
             return 0;
         }
         seq.routing
@@ -466,7 +506,7 @@ impl Scheduler {
             });
         }
 
-        let k = Self::draft_depth(seq);
+        let k = self.draft_depth(seq);
         if k > 0 {
             let (slm, llm) = (Model::Slm, Model::Llm);
             let (ss, ls) = (start(slm), start(llm));
@@ -524,6 +564,9 @@ impl Scheduler {
         budget: &mut [usize; 2],
         plan: &mut IterationPlan,
     ) -> Placement {
+        if self.is_remote(self.seqs[&id].writer) {
+            return Placement::Remote;
+        }
         let batch_rows = [plan.batches[0].rows.len(), plan.batches[1].rows.len()];
         let rows = self.plan_rows(&self.seqs[&id], budget, batch_rows);
         if rows.is_empty() {
@@ -582,11 +625,11 @@ impl Scheduler {
             }
             // Reuse cached prefixes in every table the first rows will feed,
             // then plan the sequence exactly like a running one.
+            let drafting = self.draft_depth(&self.seqs[&id]) > 0;
             let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
             if self.config.enable_prefix_caching {
-                let drafting = Self::draft_depth(seq) > 0;
                 for m in Model::BOTH {
-                    if m == w || (drafting && m == Model::Slm) {
+                    if !self.config.remote[m.idx()] && (m == w || (drafting && m == Model::Slm)) {
                         seq.tables[m.idx()].match_prefix(
                             &mut self.pools[m.idx()],
                             &seq.tokens,
@@ -596,7 +639,7 @@ impl Scheduler {
                 }
             }
             match self.place_running(id, budget, plan) {
-                Placement::Scheduled => {
+                Placement::Scheduled | Placement::Remote => {
                     self.waiting.pop(&tenant);
                     self.admissions += 1;
                     let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
@@ -658,6 +701,21 @@ impl Scheduler {
                         "{m:?} block {b}: ref_count {} but {held} holders",
                         pool.ref_count(b)
                     ));
+                }
+            }
+        }
+        for seq in self.seqs.values() {
+            if seq.awaiting_remote
+                && (seq.status != SeqStatus::Running || !self.is_remote(seq.writer))
+            {
+                return Err(format!(
+                    "seq {} awaits a remote reply but is {:?} with writer {:?}",
+                    seq.id, seq.status, seq.writer
+                ));
+            }
+            for m in Model::BOTH {
+                if self.is_remote(m) && !seq.tables[m.idx()].blocks.is_empty() {
+                    return Err(format!("seq {} holds blocks of remote {m:?}", seq.id));
                 }
             }
         }

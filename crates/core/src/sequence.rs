@@ -50,6 +50,9 @@ pub struct Sequence {
     pub tables: [BlockTable; 2],
     /// The SLM finished a step that the LLM must score before it is kept.
     pub awaiting_judge: bool,
+    /// Its writer is a remote tier and the engine has sent it the current
+    /// step; the sequence is parked until the reply is applied.
+    pub awaiting_remote: bool,
     pub num_preemptions: usize,
     pub(crate) status: SeqStatus,
     /// Admission stamp; the most recently admitted running sequence is the
@@ -80,6 +83,7 @@ impl Sequence {
             counters: RouteCounters::default(),
             tables: Default::default(),
             awaiting_judge: false,
+            awaiting_remote: false,
             num_preemptions: 0,
             status: SeqStatus::Waiting,
             admitted_at: 0,

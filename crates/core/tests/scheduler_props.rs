@@ -22,6 +22,8 @@ struct Workload {
     max_seqs: [usize; 2],
     num_requests: usize,
     spec_k: usize,
+    /// The LLM is a remote tier: no LLM pool, its steps come back as replies.
+    remote_llm: bool,
 }
 
 fn workloads() -> impl Strategy<Value = Workload> {
@@ -34,19 +36,23 @@ fn workloads() -> impl Strategy<Value = Workload> {
         1usize..12,
         1usize..40,
         0usize..4,
+        prop::bool::weighted(0.25),
     )
         .prop_map(
-            |(seed, block_size, b0, b1, budget, max_seqs, num_requests, spec_k)| Workload {
-                seed,
-                block_size,
-                num_blocks: [
-                    b0 * 16 / block_size.max(1) + 4,
-                    b1 * 16 / block_size.max(1) + 4,
-                ],
-                budget: [budget, budget + 8],
-                max_seqs: [max_seqs, max_seqs],
-                num_requests,
-                spec_k,
+            |(seed, block_size, b0, b1, budget, max_seqs, num_requests, spec_k, remote_llm)| {
+                Workload {
+                    seed,
+                    block_size,
+                    num_blocks: [
+                        b0 * 16 / block_size.max(1) + 4,
+                        b1 * 16 / block_size.max(1) + 4,
+                    ],
+                    budget: [budget, budget + 8],
+                    max_seqs: [max_seqs, max_seqs],
+                    num_requests,
+                    spec_k,
+                    remote_llm,
+                }
             },
         )
 }
@@ -159,7 +165,9 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
                     } else {
                         o.appended = vec![rng.random_range(0..50)];
                         o.writer = Some(seq.writer);
-                        if rng.random_bool(0.05) && seq.writer == Model::Slm {
+                        // SpecReason's judge needs a local LLM.
+                        let llm_local = !sched.is_remote(Model::Llm);
+                        if llm_local && rng.random_bool(0.05) && seq.writer == Model::Slm {
                             o.request_judge = true;
                         }
                     }
@@ -173,15 +181,35 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
     out
 }
 
+/// Plays a remote LLM tier: a written step of a few tokens, then back to the
+/// SLM (or on with the LLM), or the end of the request.
+fn remote_reply(rng: &mut ChaCha8Rng, seq: &Sequence) -> SeqOutcome {
+    let n = rng.random_range(1..6).min(seq.remaining_tokens());
+    let finished = seq.output_len() + n >= seq.sampling.max_tokens || rng.random_bool(0.05);
+    SeqOutcome {
+        seq_id: seq.id,
+        appended: (0..n).map(|_| rng.random_range(0..50)).collect(),
+        writer: Some(Model::Llm),
+        route_to: rng.random_bool(0.7).then_some(Model::Slm),
+        finished,
+        ..Default::default()
+    }
+}
+
 fn run(w: &Workload) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(w.seed);
+    let mut num_blocks = w.num_blocks;
+    if w.remote_llm {
+        num_blocks[Model::Llm.idx()] = 0;
+    }
     let config = SchedulerConfig {
         block_size: w.block_size,
-        num_blocks: w.num_blocks,
+        num_blocks,
         max_num_batched_tokens: w.budget,
         max_num_seqs: w.max_seqs,
         enable_prefix_caching: true,
         tenant_weights: HashMap::from([("acme".to_string(), 2.0)]),
+        remote: [false, w.remote_llm],
     };
     let mut sched = Scheduler::new(config);
     let mut shadow = Shadow::default();
@@ -192,6 +220,8 @@ fn run(w: &Workload) -> Result<(), String> {
     let mut accepted = Vec::new();
     let mut finished_by_tenant: HashMap<String, usize> = HashMap::new();
     let mut tenant_of = HashMap::new();
+    // Remote steps handed out and not yet answered.
+    let mut in_flight: Vec<SeqId> = Vec::new();
     for iteration in 0..5000 {
         if next_id < w.num_requests as u64 && rng.random_bool(0.5) {
             let seq = make_request(&mut rng, next_id, w, &shared);
@@ -232,7 +262,26 @@ fn run(w: &Workload) -> Result<(), String> {
             }
         }
         shadow.record(&sched, &plan);
-        let outs = outcomes(&mut rng, &sched, &plan);
+        let mut outs = outcomes(&mut rng, &sched, &plan);
+        for id in sched.take_remote_ready() {
+            if in_flight.contains(&id) {
+                return Err(format!("iteration {iteration}: seq {id} handed out twice"));
+            }
+            in_flight.push(id);
+        }
+        // Replies arrive in any order, some iterations later; aborted
+        // sequences' replies arrive too and must be ignored.
+        let mut i = 0;
+        while i < in_flight.len() {
+            if rng.random_bool(0.3) {
+                let id = in_flight.swap_remove(i);
+                if let Some(seq) = sched.seq(id) {
+                    outs.push(remote_reply(&mut rng, seq));
+                }
+            } else {
+                i += 1;
+            }
+        }
         for o in &outs {
             if o.finished {
                 *finished_by_tenant

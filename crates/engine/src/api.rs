@@ -120,6 +120,12 @@ pub enum EngineError {
     /// The engine is shutting down or its thread died (-> 503).
     #[error("the engine is not running: {0}")]
     Unavailable(String),
+    /// A remote model tier failed past its retries (-> 502).
+    #[error("the remote {model} tier failed: {message}")]
+    Upstream {
+        model: &'static str,
+        message: String,
+    },
     /// A model forward failed (-> 500).
     #[error("internal engine error: {0}")]
     Internal(String),

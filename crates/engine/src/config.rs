@@ -5,12 +5,28 @@ use std::path::PathBuf;
 use glimprouter_core::RoutingParams;
 use serde::{Deserialize, Serialize};
 
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In this process, on a paged KV cache (`path` names the checkpoint).
+    #[default]
+    Local,
+    /// On an external OpenAI-compatible engine (vLLM, SGLang, TGI, llama.cpp's
+    /// server, another glimprouter), one `/v1/completions` call per step.
+    Remote,
+}
+
 /// One model of the pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// A local Hugging Face checkpoint folder.
-    pub path: PathBuf,
+    #[serde(default)]
+    pub backend: Backend,
+    /// A local Hugging Face checkpoint folder (a local model needs one; for a
+    /// remote one it is optional and only its tokenizer is read).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Memory for this model's KV cache; the pool gets as many blocks as fit.
     #[serde(default = "default_kv_cache_mb")]
     pub kv_cache_mb: usize,
@@ -20,8 +36,93 @@ pub struct ModelSection {
     pub num_blocks: Option<usize>,
     #[serde(default)]
     pub max_num_batched_tokens: Option<usize>,
+    /// Most sequences in this model's batch and running queue; for a remote
+    /// model, the most steps in flight to it at once.
     #[serde(default)]
     pub max_num_seqs: Option<usize>,
+    /// Remote only: how to reach the model.
+    #[serde(default)]
+    pub remote: Option<RemoteSection>,
+}
+
+/// `[engine.llm.remote]`: an external OpenAI-compatible completions endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    /// Base URL, e.g. `http://10.0.0.7:8000` (a trailing `/v1` is accepted).
+    pub url: String,
+    /// The `model` name the remote serves.
+    pub model: String,
+    /// Sent as `Authorization: Bearer ...`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: f64,
+    /// Whole-call limit for one step.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: f64,
+    /// Retries after a timeout, refused connection or 5xx; then the request
+    /// fails with 502.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff; doubles on every retry.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// The remote model's context length (prompt + completion), if smaller
+    /// than the local model's.
+    #[serde(default)]
+    pub max_model_len: Option<usize>,
+}
+
+fn default_connect_timeout_secs() -> f64 {
+    2.0
+}
+fn default_request_timeout_secs() -> f64 {
+    120.0
+}
+fn default_max_retries() -> u32 {
+    2
+}
+fn default_retry_backoff_ms() -> u64 {
+    200
+}
+
+impl ModelSection {
+    /// A local checkpoint with every other key at its default.
+    pub fn local(path: impl Into<PathBuf>) -> Self {
+        Self {
+            backend: Backend::Local,
+            path: Some(path.into()),
+            kv_cache_mb: default_kv_cache_mb(),
+            num_blocks: None,
+            max_num_batched_tokens: None,
+            max_num_seqs: None,
+            remote: None,
+        }
+    }
+
+    /// A model served at `url` under the name `model`.
+    pub fn remote(url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            backend: Backend::Remote,
+            path: None,
+            remote: Some(RemoteSection {
+                url: url.into(),
+                model: model.into(),
+                api_key: None,
+                connect_timeout_secs: default_connect_timeout_secs(),
+                request_timeout_secs: default_request_timeout_secs(),
+                max_retries: default_max_retries(),
+                retry_backoff_ms: default_retry_backoff_ms(),
+                max_model_len: None,
+            }),
+            ..Self::local(PathBuf::new())
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.backend == Backend::Remote
+    }
 }
 
 fn default_kv_cache_mb() -> usize {
@@ -100,17 +201,10 @@ fn default_true() -> bool {
 impl EngineConfig {
     /// A config for a pair of local checkpoints with every other key at its default.
     pub fn for_models(slm: impl Into<PathBuf>, llm: impl Into<PathBuf>) -> Self {
-        let section = |path: PathBuf| ModelSection {
-            path,
-            kv_cache_mb: default_kv_cache_mb(),
-            num_blocks: None,
-            max_num_batched_tokens: None,
-            max_num_seqs: None,
-        };
         Self {
             served_model_name: default_served_model_name(),
-            slm: section(slm.into()),
-            llm: section(llm.into()),
+            slm: ModelSection::local(slm),
+            llm: ModelSection::local(llm),
             dtype: default_dtype(),
             block_size: default_block_size(),
             max_num_batched_tokens: default_max_num_batched_tokens(),
@@ -120,5 +214,132 @@ impl EngineConfig {
             routing: RoutingParams::default(),
             num_threads: 0,
         }
+    }
+
+    /// Checks what serde cannot: each model's backend has what it needs, and
+    /// the routing defaults are possible with remote tiers.
+    pub fn validate(&self) -> Result<(), String> {
+        for (role, section) in [("slm", &self.slm), ("llm", &self.llm)] {
+            match section.backend {
+                Backend::Local => {
+                    if section.path.is_none() {
+                        return Err(format!("engine.{role}: a local model needs `path`"));
+                    }
+                    if section.remote.is_some() {
+                        return Err(format!(
+                            "engine.{role}: `remote` settings need `backend = \"remote\"`"
+                        ));
+                    }
+                }
+                Backend::Remote => {
+                    let Some(remote) = &section.remote else {
+                        return Err(format!(
+                            "engine.{role}: `backend = \"remote\"` needs [engine.{role}.remote] with `url` and `model`"
+                        ));
+                    };
+                    // TLS is not built in: terminate it at a sidecar proxy.
+                    if !remote.url.starts_with("http://") {
+                        return Err(format!(
+                            "engine.{role}.remote.url must start with http:// (no TLS client is built in), got {:?}",
+                            remote.url
+                        ));
+                    }
+                }
+            }
+        }
+        if self.slm.is_remote() {
+            return Err(
+                "engine.slm: a remote SLM is not supported yet (the glimpse needs the \
+                        SLM's full next-token distribution); serve the SLM locally"
+                    .into(),
+            );
+        }
+        check_routing_with_remote(&self.routing, self.llm.is_remote())
+            .map_err(|e| format!("engine.routing: {e}"))
+    }
+
+    /// Whether each model (by `Model::idx`) is remote.
+    pub fn remote_tiers(&self) -> [bool; 2] {
+        [self.slm.is_remote(), self.llm.is_remote()]
+    }
+}
+
+/// What a remote LLM cannot do: speculation needs the LLM's distributions at
+/// the drafted positions, SpecReason's judge its log-probabilities of the SLM's
+/// step. Both need the LLM local.
+pub fn check_routing_with_remote(routing: &RoutingParams, llm_remote: bool) -> Result<(), String> {
+    if !llm_remote {
+        return Ok(());
+    }
+    if routing.speculative_k > 0 {
+        return Err(
+            "speculative decoding needs both models local; with a remote LLM set speculative_k = 0"
+                .into(),
+        );
+    }
+    if routing.policy == glimprouter_core::params::Policy::Specreason {
+        return Err(
+            "the specreason policy scores steps with the LLM's log-probabilities, which needs the LLM local"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<EngineConfig, String> {
+        let c: EngineConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    const LOCAL_SLM: &str = "[slm]\npath = \"s\"\n";
+
+    #[test]
+    fn a_remote_llm_reads_its_endpoint_and_defaults_the_rest() {
+        let c = parse(&format!(
+            "{LOCAL_SLM}[routing]\nspeculative_k = 0\n[llm]\nbackend = \"remote\"\n\
+             [llm.remote]\nurl = \"http://10.0.0.7:8000/v1\"\nmodel = \"big\"\napi_key = \"k\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.remote_tiers(), [false, true]);
+        let r = c.llm.remote.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.model.as_str()),
+            ("http://10.0.0.7:8000/v1", "big")
+        );
+        assert_eq!((r.max_retries, r.retry_backoff_ms), (2, 200));
+    }
+
+    #[test]
+    fn impossible_backends_are_refused_with_the_key_to_fix() {
+        let cases = [
+            ("[llm]\nbackend = \"remote\"\n", "needs [engine.llm.remote]"),
+            ("[llm]\nkv_cache_mb = 8\n", "a local model needs `path`"),
+            (
+                "[llm]\npath = \"l\"\n[llm.remote]\nurl = \"http://x\"\nmodel = \"m\"\n",
+                "need `backend = \"remote\"`",
+            ),
+            (
+                "[llm]\nbackend = \"remote\"\n[llm.remote]\nurl = \"https://x\"\nmodel = \"m\"\n",
+                "http://",
+            ),
+            (
+                "[llm]\nbackend = \"remote\"\n[llm.remote]\nurl = \"http://x\"\nmodel = \"m\"\n",
+                "speculative decoding needs both models local",
+            ),
+        ];
+        for (llm, expected) in cases {
+            let text = format!("{LOCAL_SLM}[routing]\nspeculative_k = 2\n{llm}");
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(expected), "{llm:?}: {err}");
+        }
+        let remote_slm =
+            "[slm]\nbackend = \"remote\"\n[slm.remote]\nurl = \"http://x\"\nmodel = \"m\"\n\
+                          [llm]\npath = \"l\"\n";
+        assert!(parse(remote_slm).unwrap_err().contains("remote SLM"));
     }
 }

@@ -23,6 +23,7 @@ use glimprouter_models::{Logits, ModelRunner, ModelTokenizer};
 use crate::api::{EngineError, FinishReason, GenerateRequest, StreamEvent};
 use crate::handle::Command;
 use crate::metrics::EngineMetrics;
+use crate::remote::{RemoteDispatcher, RemoteFinish, RemoteReply, StepCall, StepText};
 use crate::request::{RequestState, TokenVerdict};
 
 /// Draft tokens the SLM proposed for one LLM-queue sequence this iteration.
@@ -34,7 +35,10 @@ struct Drafted {
 
 pub(crate) struct EngineCore {
     pub sched: Scheduler,
-    pub runners: [ModelRunner; 2],
+    /// `None` for a model served by a remote tier.
+    pub runners: [Option<ModelRunner>; 2],
+    /// Present when a model is remote.
+    pub remote: Option<RemoteDispatcher>,
     pub tokenizer: Arc<ModelTokenizer>,
     pub metrics: Arc<EngineMetrics>,
     pub commands: Receiver<Command>,
@@ -66,6 +70,7 @@ impl EngineCore {
                 }
             }
             self.reap_disconnected();
+            self.apply_remote_replies();
             if !self.sched.has_work() {
                 // Aborts may have freed blocks: let the gauges show it.
                 self.update_gauges();
@@ -75,6 +80,7 @@ impl EngineCore {
                 tracing::error!(error = %e, "engine iteration failed; failing every request in flight");
                 self.fail_all(e);
             }
+            self.dispatch_remote();
             self.update_gauges();
         }
     }
@@ -149,6 +155,9 @@ impl EngineCore {
 
     fn abort(&mut self, id: SeqId) {
         self.sched.abort(id);
+        if let Some(remote) = self.remote.as_mut() {
+            remote.cancel(id);
+        }
         if let Some(mut state) = self.requests.remove(&id) {
             self.ids.remove(&state.request_id);
             state.finish(FinishReason::Abort, None, &self.metrics);
@@ -171,23 +180,35 @@ impl EngineCore {
     fn fail_all(&mut self, e: EngineError) {
         let ids: Vec<SeqId> = self.requests.keys().copied().collect();
         for id in ids {
-            self.sched.abort(id);
-            if let Some(state) = self.requests.remove(&id) {
-                self.ids.remove(&state.request_id);
-                let _ = state.events.send(StreamEvent::Error(e.clone()));
-            }
+            self.fail_request(id, e.clone());
         }
     }
 
     fn forward(&mut self, model: Model, batch: &ModelBatch) -> Result<Logits, EngineError> {
+        let runner = match &mut self.runners[model.idx()] {
+            Some(runner) => runner,
+            // The scheduler never plans rows for a remote model.
+            None if batch.is_empty() => {
+                return Ok(Logits {
+                    data: Vec::new(),
+                    vocab: self.tokenizer.vocab_size(),
+                })
+            }
+            None => {
+                return Err(EngineError::Internal(format!(
+                    "rows planned for the remote {}",
+                    model.as_str()
+                )))
+            }
+        };
         if batch.is_empty() {
             return Ok(Logits {
                 data: Vec::new(),
-                vocab: self.runners[model.idx()].config().vocab_size,
+                vocab: runner.config().vocab_size,
             });
         }
         let start = Instant::now();
-        let logits = self.runners[model.idx()]
+        let logits = runner
             .forward(batch)
             .map_err(|e| EngineError::Internal(format!("{} forward: {e}", model.as_str())))?;
         let m = model.as_str();
@@ -205,9 +226,8 @@ impl EngineCore {
     fn iteration(&mut self) -> Result<(), EngineError> {
         let plan = self.sched.schedule();
         if plan.is_empty() {
-            // Everything waits on something outside this iteration (say a
-            // request larger than the free pool while others drain): yield.
-            std::thread::sleep(Duration::from_millis(1));
+            self.dispatch_remote();
+            self.wait_outside();
             return Ok(());
         }
         let now = Instant::now();
@@ -599,6 +619,156 @@ impl EngineCore {
                     out.route_to = Some(Model::Slm);
                 }
             }
+        }
+    }
+
+    /// Nothing to run locally: everything waits on something outside this
+    /// iteration (remote steps in flight, or a request larger than the free
+    /// pool while others drain). Sleep until a command or a remote reply
+    /// arrives, or briefly.
+    fn wait_outside(&self) {
+        match &self.remote {
+            Some(remote) if remote.has_in_flight() => {
+                let mut select = crossbeam::channel::Select::new();
+                select.recv(&self.commands);
+                select.recv(&remote.replies);
+                let _ = select.ready_timeout(Duration::from_millis(50));
+            }
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+
+    /// Sends every sequence whose step a remote model now writes.
+    fn dispatch_remote(&mut self) {
+        let Some(remote) = self.remote.as_mut() else {
+            return;
+        };
+        for id in self.sched.take_remote_ready() {
+            let (Some(seq), Some(state)) = (self.sched.seq(id), self.requests.get(&id)) else {
+                continue;
+            };
+            let mut stop = state.sampling.stop.clone();
+            if !state.in_answer && !state.routing.delimiter.is_empty() {
+                stop.insert(0, state.routing.delimiter.clone());
+            }
+            let call = StepCall {
+                seq_id: id,
+                context: seq.tokens.clone(),
+                max_tokens: seq.remaining_tokens().max(1),
+                stop,
+                sampling: state.sampling.clone(),
+                step_index: state.steps,
+            };
+            remote.dispatch(seq.writer, call);
+        }
+    }
+
+    /// Applies the remote replies that arrived: a written step joins the
+    /// sequence like tokens of a local model; a failure ends the request
+    /// with a 502 and frees everything it held.
+    fn apply_remote_replies(&mut self) {
+        let Some(remote) = self.remote.as_mut() else {
+            return;
+        };
+        let replies: Vec<RemoteReply> = remote.replies.try_iter().collect();
+        let mut outcomes = Vec::new();
+        for reply in replies {
+            let remote = self.remote.as_mut().expect("remote dispatcher");
+            if !remote.settle(reply.seq_id) || !self.requests.contains_key(&reply.seq_id) {
+                continue; // cancelled meanwhile
+            }
+            let Some(writer) = self.sched.seq(reply.seq_id).map(|s| s.writer) else {
+                continue;
+            };
+            let step = reply
+                .result
+                .map_err(|e| e.to_string())
+                .and_then(|step| self.remote_tokens(reply.seq_id, &step));
+            match step {
+                Ok(tokens) => outcomes.extend(self.on_remote_step(reply.seq_id, writer, &tokens)),
+                Err(message) => {
+                    tracing::warn!(seq = reply.seq_id, %message, "remote step failed");
+                    self.fail_request(
+                        reply.seq_id,
+                        EngineError::Upstream {
+                            model: writer.as_str(),
+                            message,
+                        },
+                    );
+                }
+            }
+        }
+        self.sched.update(&outcomes);
+        for o in &outcomes {
+            if o.finished {
+                if let Some(state) = self.requests.remove(&o.seq_id) {
+                    self.ids.remove(&state.request_id);
+                }
+            }
+        }
+    }
+
+    /// The tokens a remote step adds: its text re-encoded, plus the stop
+    /// string the remote cut, or EOS.
+    fn remote_tokens(&self, id: SeqId, step: &StepText) -> Result<Vec<TokenId>, String> {
+        let state = self.requests.get(&id).ok_or("request gone")?;
+        let mut text = step.text.clone();
+        if let RemoteFinish::StopString(s) = &step.finish {
+            text.push_str(s);
+        }
+        let mut tokens = self
+            .tokenizer
+            .encode(&text, false)
+            .map_err(|e| format!("re-encoding its text: {e}"))?;
+        if step.finish == RemoteFinish::Eos && !state.sampling.ignore_eos {
+            tokens.extend(state.eos.first());
+        }
+        if tokens.is_empty() {
+            return Err("it returned no tokens".into());
+        }
+        Ok(tokens)
+    }
+
+    /// Tokens a remote model wrote for its step. In the answer phase they
+    /// run on past the marker (the answer model keeps writing).
+    fn on_remote_step(
+        &mut self,
+        id: SeqId,
+        writer: Model,
+        tokens: &[TokenId],
+    ) -> Option<SeqOutcome> {
+        let mut out = SeqOutcome {
+            seq_id: id,
+            ..SeqOutcome::default()
+        };
+        self.open_step(id, writer, &mut out);
+        let mut kept = 0;
+        loop {
+            let state = self.requests.get_mut(&id)?;
+            let verdict =
+                state.push_tokens(&tokens[kept..], writer, &[], &self.tokenizer, &self.metrics);
+            kept += verdict.kept;
+            self.apply_verdict(id, &verdict, writer, &mut out);
+            let answer_model = self.requests.get(&id).map(|s| s.routing.answer_model);
+            let keeps_writing = verdict.answer_started && answer_model == Some(writer);
+            if !keeps_writing || out.finished || kept == tokens.len() {
+                break;
+            }
+        }
+        out.appended = tokens[..kept].to_vec();
+        out.writer = Some(writer);
+        Some(out)
+    }
+
+    /// Ends one request with an error and frees what it held.
+    fn fail_request(&mut self, id: SeqId, e: EngineError) {
+        self.sched.abort(id);
+        if let Some(remote) = self.remote.as_mut() {
+            remote.cancel(id);
+        }
+        if let Some(state) = self.requests.remove(&id) {
+            self.ids.remove(&state.request_id);
+            let _ = state.events.send(StreamEvent::Error(e));
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use glimprouter_models::tokenizer::ModelTokenizer;
 
 use crate::api::{EngineError, GenerateRequest};
+use crate::config::check_routing_with_remote;
 
 pub struct EngineInfo {
     /// The name clients pass as `model`.
@@ -17,6 +18,8 @@ pub struct EngineInfo {
     pub tokenizer: Arc<ModelTokenizer>,
     /// Routing the server applies when a request names none.
     pub default_routing: glimprouter_core::RoutingParams,
+    /// Which models (by `Model::idx`) a remote engine serves.
+    pub remote: [bool; 2],
 }
 
 impl EngineInfo {
@@ -26,6 +29,13 @@ impl EngineInfo {
         if prompt_tokens == 0 {
             return Err(EngineError::InvalidRequest(
                 "the prompt must contain at least one token".into(),
+            ));
+        }
+        check_routing_with_remote(&request.routing, self.remote[1])
+            .map_err(EngineError::InvalidRequest)?;
+        if self.remote.contains(&true) && request.sampling.logprobs.is_some() {
+            return Err(EngineError::InvalidRequest(
+                "logprobs are not available while a model tier is remote".into(),
             ));
         }
         if prompt_tokens + max_tokens > self.max_model_len {

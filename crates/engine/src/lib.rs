@@ -12,11 +12,12 @@ mod engine_loop;
 pub mod handle;
 pub mod info;
 pub mod metrics;
+pub mod remote;
 mod request;
 pub mod start;
 
 pub use api::*;
-pub use config::{EngineConfig, ModelSection};
+pub use config::{Backend, EngineConfig, ModelSection, RemoteSection};
 pub use handle::EngineHandle;
 pub use info::EngineInfo;
 pub use metrics::EngineMetrics;

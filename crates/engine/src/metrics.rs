@@ -47,6 +47,12 @@ pub struct EngineMetrics {
     pub spec_drafts: IntCounter,
     pub spec_draft_tokens: IntCounter,
     pub spec_accepted_tokens: IntCounter,
+    /// Remote tier calls by model and outcome (`ok` / `error` after retries).
+    pub remote_requests: IntCounterVec,
+    /// Failed remote attempts by model and kind (timeout, connect, status_5xx,
+    /// status_4xx, decode); retried ones count too.
+    pub remote_errors: IntCounterVec,
+    pub remote_seconds: HistogramVec,
     tenants_seen: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -231,6 +237,25 @@ impl EngineMetrics {
                 &r,
                 "glimp:spec_decode_num_accepted_tokens_total",
                 "Draft tokens accepted.",
+            ),
+            remote_requests: counter_vec(
+                &r,
+                "glimp:remote_requests_total",
+                "Steps sent to a remote model tier, by outcome after retries.",
+                &["model", "outcome"],
+            ),
+            remote_errors: counter_vec(
+                &r,
+                "glimp:remote_errors_total",
+                "Failed attempts to reach a remote model tier, by kind.",
+                &["model", "kind"],
+            ),
+            remote_seconds: histogram_vec(
+                &r,
+                "glimp:remote_step_seconds",
+                "Duration of one remote step call, retries included.",
+                &["model"],
+                exponential_buckets(0.005, 2.0, 16).expect("buckets"),
             ),
             registry: r,
             tenants_seen: parking_lot::Mutex::new(Default::default()),

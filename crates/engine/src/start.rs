@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use glimprouter_core::scheduler::{Scheduler, SchedulerConfig};
+use glimprouter_core::Model;
 use glimprouter_models::{LoadOptions, ModelConfig, ModelRunner, ModelTokenizer};
 
 use crate::config::EngineConfig;
@@ -12,6 +13,7 @@ use crate::engine_loop::EngineCore;
 use crate::handle::EngineHandle;
 use crate::info::EngineInfo;
 use crate::metrics::EngineMetrics;
+use crate::remote::{RemoteDispatcher, RemoteTier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -45,18 +47,41 @@ impl Engine {
             ));
         }
         pin_compute_threads(config.num_threads);
+        config.validate().map_err(StartError::Config)?;
         let sections = [&config.slm, &config.llm];
         let roles = ["SLM", "LLM"];
+        let path_of = |i: usize| match (&sections[i].remote, &sections[i].path) {
+            (Some(r), _) => format!("{} at {}", r.model, r.url),
+            (None, Some(p)) => p.display().to_string(),
+            (None, None) => String::new(),
+        };
         let load_err = |i: usize, source| StartError::Load {
             role: roles[i],
-            path: sections[i].path.display().to_string(),
+            path: path_of(i),
             source,
         };
         let dtype = config.dtype.to_candle();
-        let mut runners = Vec::with_capacity(2);
+        let mut runners: [Option<ModelRunner>; 2] = [None, None];
+        let mut remote_tiers: [Option<RemoteTier>; 2] = [None, None];
+        let mut tokenizers = Vec::new();
         let mut num_blocks = [0usize; 2];
+        let mut model_limit = usize::MAX;
         for (i, section) in sections.iter().enumerate() {
-            let model_config = ModelConfig::from_dir(&section.path).map_err(|e| load_err(i, e))?;
+            let model = Model::BOTH[i];
+            if let Some(remote) = &section.remote {
+                let tier = RemoteTier::new(model, remote).map_err(StartError::Config)?;
+                remote_tiers[i] = Some(tier);
+                model_limit = model_limit.min(remote.max_model_len.unwrap_or(usize::MAX));
+                if let Some(path) = &section.path {
+                    tokenizers.push(ModelTokenizer::from_dir(path).map_err(|e| load_err(i, e))?);
+                }
+                continue;
+            }
+            let path = section
+                .path
+                .as_ref()
+                .expect("validated: a local model has a path");
+            let model_config = ModelConfig::from_dir(path).map_err(|e| load_err(i, e))?;
             let per_block = model_config
                 .kv_bytes_per_block(config.block_size, dtype)
                 .max(1);
@@ -70,25 +95,28 @@ impl Engine {
                 block_size: config.block_size,
                 num_blocks: num_blocks[i],
             };
-            runners.push(ModelRunner::load(&section.path, &opts).map_err(|e| load_err(i, e))?);
+            let runner = ModelRunner::load(path, &opts).map_err(|e| load_err(i, e))?;
+            model_limit = model_limit.min(runner.config().max_position_embeddings);
+            tokenizers.push(ModelTokenizer::from_dir(path).map_err(|e| load_err(i, e))?);
+            runners[i] = Some(runner);
         }
-        let llm = runners.pop().expect("two runners");
-        let slm = runners.pop().expect("two runners");
-        let tokenizer = ModelTokenizer::from_dir(&config.slm.path).map_err(|e| load_err(0, e))?;
-        let llm_tokenizer =
-            ModelTokenizer::from_dir(&config.llm.path).map_err(|e| load_err(1, e))?;
-        check_same_vocabulary(&tokenizer, &llm_tokenizer)?;
-        if slm.config().vocab_size != llm.config().vocab_size {
-            return Err(StartError::TokenizerMismatch(format!(
-                "vocab_size {} (SLM) vs {} (LLM)",
-                slm.config().vocab_size,
-                llm.config().vocab_size
-            )));
+        // Both models exchange token ids (catch-up, drafts, remote contexts):
+        // every tokenizer at hand must agree, and so must the local vocabularies.
+        for other in &tokenizers[1..] {
+            check_same_vocabulary(&tokenizers[0], other)?;
         }
-        let model_limit = slm
-            .config()
-            .max_position_embeddings
-            .min(llm.config().max_position_embeddings);
+        if let [Some(slm), Some(llm)] = &runners {
+            if slm.config().vocab_size != llm.config().vocab_size {
+                return Err(StartError::TokenizerMismatch(format!(
+                    "vocab_size {} (SLM) vs {} (LLM)",
+                    slm.config().vocab_size,
+                    llm.config().vocab_size
+                )));
+            }
+        }
+        let tokenizer = tokenizers.into_iter().next().ok_or_else(|| {
+            StartError::Config("no model has a local folder to read the tokenizer from".into())
+        })?;
         let max_model_len = config.max_model_len.unwrap_or(model_limit).min(model_limit);
         let per_model = |v: Option<usize>, default: usize| v.unwrap_or(default).max(1);
         let sched_config = SchedulerConfig {
@@ -110,6 +138,7 @@ impl Engine {
             ],
             enable_prefix_caching: config.enable_prefix_caching,
             tenant_weights,
+            remote: config.remote_tiers(),
         };
         tracing::info!(
             slm_blocks = num_blocks[0],
@@ -123,15 +152,22 @@ impl Engine {
         let (tx, rx) = crossbeam::channel::unbounded();
         let info = Arc::new(EngineInfo {
             served_model_name: config.served_model_name.clone(),
-            slm_name: config.slm.path.display().to_string(),
-            llm_name: config.llm.path.display().to_string(),
+            slm_name: path_of(0),
+            llm_name: path_of(1),
+            remote: config.remote_tiers(),
             max_model_len,
             tokenizer: tokenizer.clone(),
             default_routing: config.routing.clone(),
         });
+        let remote = if remote_tiers.iter().any(Option::is_some) {
+            Some(RemoteDispatcher::new(remote_tiers, metrics.clone()).map_err(StartError::Thread)?)
+        } else {
+            None
+        };
         let core = EngineCore {
             sched: Scheduler::new(sched_config),
-            runners: [slm, llm],
+            runners,
+            remote,
             tokenizer,
             metrics: metrics.clone(),
             commands: rx,

@@ -114,6 +114,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Upstream { .. } => StatusCode::BAD_GATEWAY,
         };
         Self::new(status, error.to_string())
     }

@@ -1,0 +1,404 @@
+//! Steps written by a model on an external OpenAI-compatible engine.
+//!
+//! A remote tier gets one `/v1/completions` call per step: the context so far
+//! as token ids (the remote's own prefix cache makes re-sending it cheap),
+//! `stop` = the step delimiter plus the request's stop strings, `max_tokens` =
+//! what the request has left. The calls run on a small tokio runtime owned by
+//! the engine; replies come back over a channel the engine loop drains.
+//!
+//! The reply is text; the engine re-encodes it with the shared tokenizer. A
+//! matched stop string is reported the vLLM way (`finish_reason: "stop"` with
+//! `stop_reason` = the string, which the remote cut from the text); `"stop"`
+//! with no `stop_reason` is the model's EOS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender};
+use glimprouter_core::{Model, SamplingParams, SeqId, TokenId};
+use serde_json::{json, Value};
+
+use crate::config::RemoteSection;
+use crate::metrics::EngineMetrics;
+
+/// What one remote step call asks for.
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    pub seq_id: SeqId,
+    /// Prompt and output so far.
+    pub context: Vec<TokenId>,
+    pub max_tokens: usize,
+    /// The step delimiter (reasoning phase) and the request's stop strings.
+    pub stop: Vec<String>,
+    pub sampling: SamplingParams,
+    /// Varies the remote's seed per step, so a seeded request stays
+    /// reproducible without repeating one random stream every step.
+    pub step_index: usize,
+}
+
+/// Why the remote stopped writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteFinish {
+    /// `max_tokens` reached.
+    Length,
+    /// A stop string matched (cut from the text).
+    StopString(String),
+    /// The model's end-of-sequence token.
+    Eos,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepText {
+    pub text: String,
+    pub finish: RemoteFinish,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    #[error("timed out")]
+    Timeout,
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("returned HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("sent a response that is not a completion: {0}")]
+    Decode(String),
+}
+
+impl RemoteError {
+    /// The `kind` label of `glimp:remote_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RemoteError::Timeout => "timeout",
+            RemoteError::Connect(_) => "connect",
+            RemoteError::Status { status, .. } if *status >= 500 => "status_5xx",
+            RemoteError::Status { .. } => "status_4xx",
+            RemoteError::Decode(_) => "decode",
+        }
+    }
+
+    /// Worth another attempt: the remote may be restarting or overloaded.
+    /// A 4xx or a malformed answer will not change on retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Timeout | RemoteError::Connect(_) => true,
+            RemoteError::Status { status, .. } => *status >= 500 || *status == 429,
+            RemoteError::Decode(_) => false,
+        }
+    }
+}
+
+/// One remote model endpoint.
+pub struct RemoteTier {
+    model: Model,
+    endpoint: String,
+    served_model: String,
+    api_key: Option<String>,
+    max_retries: u32,
+    backoff: Duration,
+    client: reqwest::Client,
+}
+
+impl RemoteTier {
+    pub fn new(model: Model, section: &RemoteSection) -> Result<Self, String> {
+        let base = section.url.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base);
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(
+                section.connect_timeout_secs.max(0.001),
+            ))
+            .timeout(Duration::from_secs_f64(
+                section.request_timeout_secs.max(0.001),
+            ))
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Self {
+            model,
+            endpoint: format!("{base}/v1/completions"),
+            served_model: section.model.clone(),
+            api_key: section.api_key.clone(),
+            max_retries: section.max_retries,
+            backoff: Duration::from_millis(section.retry_backoff_ms),
+            client,
+        })
+    }
+
+    /// The completions request for one step. Only parameters that differ from
+    /// the OpenAI defaults are sent, so servers that lack an extension
+    /// (`top_k`, `min_p`, `ignore_eos`) are not sent it needlessly.
+    pub fn body(&self, call: &StepCall) -> Value {
+        let s = &call.sampling;
+        let mut body = json!({
+            "model": self.served_model,
+            "prompt": call.context,
+            "max_tokens": call.max_tokens,
+            "temperature": s.temperature,
+            "stream": false,
+        });
+        let obj = body.as_object_mut().expect("object");
+        if !call.stop.is_empty() {
+            obj.insert("stop".into(), json!(call.stop));
+        }
+        if s.top_p < 1.0 {
+            obj.insert("top_p".into(), json!(s.top_p));
+        }
+        if s.top_k > 0 {
+            obj.insert("top_k".into(), json!(s.top_k));
+        }
+        if s.min_p > 0.0 {
+            obj.insert("min_p".into(), json!(s.min_p));
+        }
+        if let Some(seed) = s.seed {
+            let step_seed = seed ^ (call.step_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            // Many servers take the seed as a signed 64-bit integer.
+            obj.insert("seed".into(), json!(step_seed >> 1));
+        }
+        if s.ignore_eos {
+            obj.insert("ignore_eos".into(), json!(true));
+        }
+        body
+    }
+
+    /// Sends one step, retrying transient failures with doubling backoff.
+    /// Every failed attempt is counted in `glimp:remote_errors_total`.
+    pub async fn write_step(
+        &self,
+        call: &StepCall,
+        metrics: &EngineMetrics,
+    ) -> Result<StepText, RemoteError> {
+        let body = self.body(call);
+        let start = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            match self.attempt(&body).await {
+                Ok(step) => break Ok(step),
+                Err(e) => {
+                    metrics
+                        .remote_errors
+                        .with_label_values(&[self.model.as_str(), e.kind()])
+                        .inc();
+                    if !e.is_transient() || attempt >= self.max_retries {
+                        break Err(e);
+                    }
+                    tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics
+            .remote_requests
+            .with_label_values(&[self.model.as_str(), outcome])
+            .inc();
+        metrics
+            .remote_seconds
+            .with_label_values(&[self.model.as_str()])
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn attempt(&self, body: &Value) -> Result<StepText, RemoteError> {
+        let mut request = self.client.post(&self.endpoint).json(body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(classify)?;
+        let status = response.status();
+        let text = response.text().await.map_err(classify)?;
+        if !status.is_success() {
+            let mut body = text;
+            body.truncate(500);
+            return Err(RemoteError::Status {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        parse_completion(&text)
+    }
+}
+
+fn classify(e: reqwest::Error) -> RemoteError {
+    if e.is_timeout() {
+        RemoteError::Timeout
+    } else if e.is_connect() || e.is_request() {
+        RemoteError::Connect(e.to_string())
+    } else {
+        RemoteError::Decode(e.to_string())
+    }
+}
+
+/// Reads the first choice of a `/v1/completions` response.
+pub fn parse_completion(body: &str) -> Result<StepText, RemoteError> {
+    let bad = |what: &str| RemoteError::Decode(what.to_string());
+    let v: Value = serde_json::from_str(body).map_err(|e| bad(&format!("not JSON ({e})")))?;
+    let choice = v
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| bad("no choices"))?;
+    let text = choice
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("choices[0].text is missing"))?
+        .to_string();
+    let finish = match choice.get("finish_reason").and_then(Value::as_str) {
+        Some("length") => RemoteFinish::Length,
+        Some("stop") => match choice.get("stop_reason") {
+            Some(Value::String(s)) => RemoteFinish::StopString(s.clone()),
+            _ => RemoteFinish::Eos,
+        },
+        other => return Err(bad(&format!("finish_reason {other:?}"))),
+    };
+    Ok(StepText { text, finish })
+}
+
+/// A remote call's result, back on the engine thread.
+pub struct RemoteReply {
+    pub seq_id: SeqId,
+    pub result: Result<StepText, RemoteError>,
+}
+
+/// Runs remote calls off the engine thread and hands their replies back.
+pub struct RemoteDispatcher {
+    runtime: tokio::runtime::Runtime,
+    tiers: [Option<Arc<RemoteTier>>; 2],
+    metrics: Arc<EngineMetrics>,
+    reply_tx: Sender<RemoteReply>,
+    pub replies: Receiver<RemoteReply>,
+    in_flight: HashMap<SeqId, tokio::task::JoinHandle<()>>,
+}
+
+impl RemoteDispatcher {
+    pub fn new(
+        tiers: [Option<RemoteTier>; 2],
+        metrics: Arc<EngineMetrics>,
+    ) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("glimp-remote")
+            .enable_all()
+            .build()?;
+        let (reply_tx, replies) = crossbeam::channel::unbounded();
+        Ok(Self {
+            runtime,
+            tiers: tiers.map(|t| t.map(Arc::new)),
+            metrics,
+            reply_tx,
+            replies,
+            in_flight: HashMap::new(),
+        })
+    }
+
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Starts a step call to `model`'s remote tier.
+    pub fn dispatch(&mut self, model: Model, call: StepCall) {
+        let seq_id = call.seq_id;
+        let Some(tier) = self.tiers[model.idx()].clone() else {
+            let _ = self.reply_tx.send(RemoteReply {
+                seq_id,
+                result: Err(RemoteError::Connect(format!(
+                    "the {} is not configured as remote",
+                    model.as_str()
+                ))),
+            });
+            return;
+        };
+        let tx = self.reply_tx.clone();
+        let metrics = self.metrics.clone();
+        let task = self.runtime.spawn(async move {
+            let result = tier.write_step(&call, &metrics).await;
+            let _ = tx.send(RemoteReply { seq_id, result });
+        });
+        self.in_flight.insert(seq_id, task);
+    }
+
+    /// Stops waiting for a sequence's call (aborted or finished request).
+    pub fn cancel(&mut self, seq_id: SeqId) {
+        if let Some(task) = self.in_flight.remove(&seq_id) {
+            task.abort();
+        }
+    }
+
+    /// Marks a reply as received; false if the call was cancelled meanwhile.
+    pub fn settle(&mut self, seq_id: SeqId) -> bool {
+        self.in_flight.remove(&seq_id).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_replies_are_read_the_vllm_way() {
+        let stop = r#"{"choices":[{"text":"a b","finish_reason":"stop","stop_reason":"\n\n"}]}"#;
+        assert_eq!(
+            parse_completion(stop).unwrap(),
+            StepText {
+                text: "a b".into(),
+                finish: RemoteFinish::StopString("\n\n".into())
+            }
+        );
+        let eos = r#"{"choices":[{"text":"a","finish_reason":"stop","stop_reason":null}]}"#;
+        assert_eq!(parse_completion(eos).unwrap().finish, RemoteFinish::Eos);
+        let eos_openai = r#"{"choices":[{"text":"a","finish_reason":"stop"}]}"#;
+        assert_eq!(
+            parse_completion(eos_openai).unwrap().finish,
+            RemoteFinish::Eos
+        );
+        let len = r#"{"choices":[{"text":"abc","finish_reason":"length"}]}"#;
+        assert_eq!(parse_completion(len).unwrap().finish, RemoteFinish::Length);
+        for bad in ["nope", "{}", r#"{"choices":[{"finish_reason":"stop"}]}"#] {
+            assert_eq!(parse_completion(bad).unwrap_err().kind(), "decode");
+        }
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(RemoteError::Timeout.is_transient());
+        assert!(RemoteError::Connect("refused".into()).is_transient());
+        let status = |s| RemoteError::Status {
+            status: s,
+            body: String::new(),
+        };
+        assert!(status(503).is_transient());
+        assert!(status(429).is_transient());
+        assert!(!status(400).is_transient());
+        assert!(!RemoteError::Decode("x".into()).is_transient());
+    }
+
+    #[test]
+    fn the_body_sends_token_ids_and_only_non_default_sampling() {
+        let section = RemoteSection {
+            url: "http://127.0.0.1:9/v1/".into(),
+            model: "big".into(),
+            api_key: None,
+            connect_timeout_secs: 1.0,
+            request_timeout_secs: 1.0,
+            max_retries: 0,
+            retry_backoff_ms: 1,
+            max_model_len: None,
+        };
+        let tier = RemoteTier::new(Model::Llm, &section).unwrap();
+        assert_eq!(tier.endpoint, "http://127.0.0.1:9/v1/completions");
+        let call = StepCall {
+            seq_id: 1,
+            context: vec![3, 4, 5],
+            max_tokens: 7,
+            stop: vec!["\n\n".into()],
+            sampling: SamplingParams::greedy(7),
+            step_index: 2,
+        };
+        let body = tier.body(&call);
+        assert_eq!(body["prompt"], json!([3, 4, 5]));
+        assert_eq!(body["max_tokens"], json!(7));
+        assert_eq!(body["stop"], json!(["\n\n"]));
+        assert_eq!(body["model"], json!("big"));
+        for absent in ["top_p", "top_k", "min_p", "seed", "ignore_eos"] {
+            assert!(body.get(absent).is_none(), "{absent} sent");
+        }
+    }
+}
