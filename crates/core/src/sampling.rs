@@ -154,6 +154,30 @@ pub fn entropy(logits: &[f32]) -> f32 {
     h.max(0.0) as f32
 }
 
+/// H_init estimated from only the `k` largest log-probabilities (nats), as a
+/// remote engine returns them (`logprobs: k`): the listed tokens contribute
+/// `-p ln p` each and the unlisted mass `r = 1 - sum p` counts as one more
+/// outcome, `-r ln r`. Merging outcomes never raises entropy, so this is a
+/// lower bound of the full-vocabulary entropy; it is exact when the listed
+/// tokens hold all the mass, and off by at most `r ln(V - k)` for a
+/// vocabulary of `V` tokens (the unlisted mass spread evenly).
+pub fn entropy_from_top_logprobs(top: &[f32]) -> f32 {
+    let mut h = 0f64;
+    let mut mass = 0f64;
+    for &lp in top {
+        if lp.is_finite() {
+            let p = f64::from(lp).exp();
+            mass += p;
+            h -= p * f64::from(lp);
+        }
+    }
+    let rest = (1.0 - mass).max(0.0);
+    if rest > 0.0 {
+        h -= rest * rest.ln();
+    }
+    h.max(0.0) as f32
+}
+
 /// Total order "larger value first, then lower id" (NaN as `-inf`), used for
 /// every ranking so ties are broken the same way everywhere.
 #[inline]
@@ -425,6 +449,33 @@ pub fn top_logprobs(logits: &[f32], token: TokenId, n: usize) -> (f32, Vec<(Toke
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The top-k log-probabilities of a logit row, largest first.
+    fn top_k_logprobs(logits: &[f32], k: usize) -> Vec<f32> {
+        let mut lp = log_softmax(logits);
+        lp.sort_by(|a, b| b.total_cmp(a));
+        lp.truncate(k);
+        lp
+    }
+
+    proptest! {
+        #[test]
+        fn top_k_entropy_is_a_lower_bound_within_the_spread_bound(
+            logits in prop::collection::vec(-8f32..8.0, 2..200),
+            k in 1usize..30,
+        ) {
+            let exact = entropy(&logits);
+            let top = top_k_logprobs(&logits, k);
+            let estimate = entropy_from_top_logprobs(&top);
+            prop_assert!(estimate <= exact + 1e-3, "estimate {estimate} > exact {exact}");
+            let rest = (1.0 - top.iter().map(|l| l.exp()).sum::<f32>()).max(0.0);
+            let spread = rest * ((logits.len().saturating_sub(k)).max(1) as f32).ln();
+            prop_assert!(exact - estimate <= spread + 1e-3, "gap {} > {spread}", exact - estimate);
+            if k >= logits.len() {
+                prop_assert!((exact - estimate).abs() < 1e-3);
+            }
+        }
+    }
 
     fn sp(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
         SamplingParams {

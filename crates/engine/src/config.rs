@@ -247,14 +247,18 @@ impl EngineConfig {
                 }
             }
         }
-        if self.slm.is_remote() {
+        if self.slm.is_remote()
+            && self.llm.is_remote()
+            && self.slm.path.is_none()
+            && self.llm.path.is_none()
+        {
             return Err(
-                "engine.slm: a remote SLM is not supported yet (the glimpse needs the \
-                        SLM's full next-token distribution); serve the SLM locally"
+                "with both models remote, one of engine.slm / engine.llm needs `path`: \
+                        a local folder with the shared tokenizer"
                     .into(),
             );
         }
-        check_routing_with_remote(&self.routing, self.llm.is_remote())
+        check_routing_with_remote(&self.routing, self.remote_tiers())
             .map_err(|e| format!("engine.routing: {e}"))
     }
 
@@ -264,24 +268,31 @@ impl EngineConfig {
     }
 }
 
-/// What a remote LLM cannot do: speculation needs the LLM's distributions at
-/// the drafted positions, SpecReason's judge its log-probabilities of the SLM's
-/// step. Both need the LLM local.
-pub fn check_routing_with_remote(routing: &RoutingParams, llm_remote: bool) -> Result<(), String> {
-    if !llm_remote {
-        return Ok(());
-    }
-    if routing.speculative_k > 0 {
+/// What remote tiers cannot do. Speculation needs both models' distributions
+/// at every drafted position. SpecReason's judge needs the LLM's
+/// log-probabilities of the SLM's step; the step-entropy / step-ppl judges
+/// need the SLM's full distribution at every token of its step. A remote
+/// only returns sampled text (and, for the SLM's glimpse, top-k logprobs).
+pub fn check_routing_with_remote(routing: &RoutingParams, remote: [bool; 2]) -> Result<(), String> {
+    use glimprouter_core::params::Policy;
+    let [slm_remote, llm_remote] = remote;
+    if (slm_remote || llm_remote) && routing.speculative_k > 0 {
         return Err(
-            "speculative decoding needs both models local; with a remote LLM set speculative_k = 0"
+            "speculative decoding needs both models local; with a remote tier set speculative_k = 0"
                 .into(),
         );
     }
-    if routing.policy == glimprouter_core::params::Policy::Specreason {
+    if llm_remote && routing.policy == Policy::Specreason {
         return Err(
             "the specreason policy scores steps with the LLM's log-probabilities, which needs the LLM local"
                 .into(),
         );
+    }
+    if slm_remote && routing.policy.judges_after_step() {
+        return Err(format!(
+            "the {} policy judges the SLM's steps token by token, which needs the SLM local",
+            routing.policy.as_str()
+        ));
     }
     Ok(())
 }
@@ -337,9 +348,18 @@ mod tests {
             let err = parse(&text).unwrap_err();
             assert!(err.contains(expected), "{llm:?}: {err}");
         }
-        let remote_slm =
-            "[slm]\nbackend = \"remote\"\n[slm.remote]\nurl = \"http://x\"\nmodel = \"m\"\n\
-                          [llm]\npath = \"l\"\n";
-        assert!(parse(remote_slm).unwrap_err().contains("remote SLM"));
+        let both_remote = "[slm]\nbackend = \"remote\"\n\
+                           [slm.remote]\nurl = \"http://x\"\nmodel = \"m\"\n\
+                           [llm]\nbackend = \"remote\"\n\
+                           [llm.remote]\nurl = \"http://y\"\nmodel = \"n\"\n\
+                           [routing]\nspeculative_k = 0\n";
+        let err = parse(both_remote).unwrap_err();
+        assert!(err.contains("needs `path`"), "{err}");
+        let with_tokenizer = both_remote.replace("[llm]\n", "[llm]\npath = \"l\"\n");
+        parse(&with_tokenizer).unwrap();
+        let judged =
+            with_tokenizer.replace("[routing]\n", "[routing]\npolicy = \"step-entropy\"\n");
+        let err = parse(&judged).unwrap_err();
+        assert!(err.contains("needs the SLM local"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use glimprouter_core::routing::{
     initial_writer, rewrite_after_step, route_after_glimpse, StepStats,
 };
 use glimprouter_core::sampling::{
-    entropy, sample, sample_from_probs, sampling_probs, token_logprob,
+    entropy, entropy_from_top_logprobs, sample, sample_from_probs, sampling_probs, token_logprob,
 };
 use glimprouter_core::scheduler::{Scheduler, SeqOutcome};
 use glimprouter_core::sequence::Sequence;
@@ -25,6 +25,10 @@ use crate::handle::Command;
 use crate::metrics::EngineMetrics;
 use crate::remote::{RemoteDispatcher, RemoteFinish, RemoteReply, StepCall, StepText};
 use crate::request::{RequestState, TokenVerdict};
+
+/// Top log-probabilities a remote SLM's glimpse asks for (the most OpenAI's
+/// API and vLLM's default `max_logprobs` allow).
+const GLIMPSE_TOP_LOGPROBS: usize = 20;
 
 /// Draft tokens the SLM proposed for one LLM-queue sequence this iteration.
 struct Drafted {
@@ -392,22 +396,8 @@ impl EngineCore {
             ..SeqOutcome::default()
         };
         let glimpse = state.at_step_start && !state.in_answer;
-        if glimpse {
-            let h = entropy(logits);
-            state.stats.h_init.push(h);
-            self.metrics.h_init.observe(h as f64);
-            let dest = route_after_glimpse(&state.routing, h, &mut state.rng);
-            if dest == Model::Llm {
-                // The glimpsed token is dropped; the LLM writes the whole step.
-                state.steps += 1;
-                state.step_counted = true;
-                state.stats.llm_steps += 1;
-                state.at_step_start = false;
-                self.metrics.record_step(Model::Llm);
-                out.step_started = Some(Model::Llm);
-                out.route_to = Some(Model::Llm);
-                return Some(out);
-            }
+        if glimpse && self.route_glimpse(id, entropy(logits), &mut out) == Model::Llm {
+            return Some(out);
         }
         self.open_step(id, Model::Slm, &mut out);
         let state = self.requests.get_mut(&id)?;
@@ -428,6 +418,27 @@ impl EngineCore {
         out.writer = Some(Model::Slm);
         self.apply_verdict(id, &verdict, Model::Slm, &mut out);
         Some(out)
+    }
+
+    /// Routes the step a glimpse opens by its H_init. When the LLM gets it,
+    /// the glimpsed token is dropped and the step is counted as the LLM's.
+    fn route_glimpse(&mut self, id: SeqId, h: f32, out: &mut SeqOutcome) -> Model {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return Model::Slm;
+        };
+        state.stats.h_init.push(h);
+        self.metrics.h_init.observe(h as f64);
+        let dest = route_after_glimpse(&state.routing, h, &mut state.rng);
+        if dest == Model::Llm {
+            state.steps += 1;
+            state.step_counted = true;
+            state.stats.llm_steps += 1;
+            state.at_step_start = false;
+            self.metrics.record_step(Model::Llm);
+            out.step_started = Some(Model::Llm);
+            out.route_to = Some(Model::Llm);
+        }
+        dest
     }
 
     /// A plain LLM decode (or the last row of a catch-up).
@@ -651,13 +662,21 @@ impl EngineCore {
             if !state.in_answer && !state.routing.delimiter.is_empty() {
                 stop.insert(0, state.routing.delimiter.clone());
             }
+            // A remote SLM opening a step glimpses first: one token and the
+            // top log-probabilities H_init is estimated from.
+            let glimpse = seq.writer == Model::Slm && state.at_step_start && !state.in_answer;
             let call = StepCall {
                 seq_id: id,
                 context: seq.tokens.clone(),
-                max_tokens: seq.remaining_tokens().max(1),
+                max_tokens: if glimpse {
+                    1
+                } else {
+                    seq.remaining_tokens().max(1)
+                },
                 stop,
                 sampling: state.sampling.clone(),
                 step_index: state.steps,
+                glimpse_logprobs: glimpse.then_some(GLIMPSE_TOP_LOGPROBS),
             };
             remote.dispatch(seq.writer, call);
         }
@@ -680,12 +699,27 @@ impl EngineCore {
             let Some(writer) = self.sched.seq(reply.seq_id).map(|s| s.writer) else {
                 continue;
             };
-            let step = reply
-                .result
-                .map_err(|e| e.to_string())
-                .and_then(|step| self.remote_tokens(reply.seq_id, &step));
+            let step = reply.result.map_err(|e| e.to_string()).and_then(|step| {
+                let tokens = self.remote_tokens(reply.seq_id, &step)?;
+                Ok((tokens, step.top_logprobs))
+            });
             match step {
-                Ok(tokens) => outcomes.extend(self.on_remote_step(reply.seq_id, writer, &tokens)),
+                Ok((tokens, top)) if reply.glimpse => {
+                    let Some(top) = top.filter(|t| !t.is_empty()) else {
+                        self.fail_request(
+                            reply.seq_id,
+                            EngineError::Upstream {
+                                model: writer.as_str(),
+                                message: "its glimpse came back without logprobs".into(),
+                            },
+                        );
+                        continue;
+                    };
+                    outcomes.extend(self.on_remote_glimpse(reply.seq_id, &tokens, &top));
+                }
+                Ok((tokens, _)) => {
+                    outcomes.extend(self.on_remote_step(reply.seq_id, writer, &tokens))
+                }
                 Err(message) => {
                     tracing::warn!(seq = reply.seq_id, %message, "remote step failed");
                     self.fail_request(
@@ -758,6 +792,25 @@ impl EngineCore {
         out.appended = tokens[..kept].to_vec();
         out.writer = Some(writer);
         Some(out)
+    }
+
+    /// A remote SLM's glimpse: H_init estimated from its top log-probabilities
+    /// routes the step; if the SLM keeps it, the glimpsed token opens it.
+    fn on_remote_glimpse(
+        &mut self,
+        id: SeqId,
+        tokens: &[TokenId],
+        top_logprobs: &[f32],
+    ) -> Option<SeqOutcome> {
+        let mut out = SeqOutcome {
+            seq_id: id,
+            ..SeqOutcome::default()
+        };
+        let h = entropy_from_top_logprobs(top_logprobs);
+        if self.route_glimpse(id, h, &mut out) == Model::Llm {
+            return Some(out);
+        }
+        self.on_remote_step(id, Model::Slm, tokens)
     }
 
     /// Ends one request with an error and frees what it held.

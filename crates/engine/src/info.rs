@@ -31,7 +31,7 @@ impl EngineInfo {
                 "the prompt must contain at least one token".into(),
             ));
         }
-        check_routing_with_remote(&request.routing, self.remote[1])
+        check_routing_with_remote(&request.routing, self.remote)
             .map_err(EngineError::InvalidRequest)?;
         if self.remote.contains(&true) && request.sampling.logprobs.is_some() {
             return Err(EngineError::InvalidRequest(

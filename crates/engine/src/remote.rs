@@ -35,6 +35,9 @@ pub struct StepCall {
     /// Varies the remote's seed per step, so a seeded request stays
     /// reproducible without repeating one random stream every step.
     pub step_index: usize,
+    /// A remote SLM's glimpse: one token, with this many top log-probabilities
+    /// to estimate H_init from.
+    pub glimpse_logprobs: Option<usize>,
 }
 
 /// Why the remote stopped writing.
@@ -48,10 +51,12 @@ pub enum RemoteFinish {
     Eos,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepText {
     pub text: String,
     pub finish: RemoteFinish,
+    /// The top log-probabilities at the first generated position, when asked.
+    pub top_logprobs: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -157,6 +162,9 @@ impl RemoteTier {
         if s.ignore_eos {
             obj.insert("ignore_eos".into(), json!(true));
         }
+        if let Some(k) = call.glimpse_logprobs {
+            obj.insert("logprobs".into(), json!(k));
+        }
         body
     }
 
@@ -249,12 +257,31 @@ pub fn parse_completion(body: &str) -> Result<StepText, RemoteError> {
         },
         other => return Err(bad(&format!("finish_reason {other:?}"))),
     };
-    Ok(StepText { text, finish })
+    // Legacy completions logprobs: `top_logprobs` is one {token: logprob}
+    // object per generated position.
+    let top_logprobs = choice
+        .get("logprobs")
+        .and_then(|l| l.get("top_logprobs"))
+        .and_then(|t| t.get(0))
+        .and_then(Value::as_object)
+        .map(|top| {
+            top.values()
+                .filter_map(Value::as_f64)
+                .map(|lp| lp as f32)
+                .collect()
+        });
+    Ok(StepText {
+        text,
+        finish,
+        top_logprobs,
+    })
 }
 
 /// A remote call's result, back on the engine thread.
 pub struct RemoteReply {
     pub seq_id: SeqId,
+    /// The call was a glimpse (see [`StepCall::glimpse_logprobs`]).
+    pub glimpse: bool,
     pub result: Result<StepText, RemoteError>,
 }
 
@@ -296,9 +323,11 @@ impl RemoteDispatcher {
     /// Starts a step call to `model`'s remote tier.
     pub fn dispatch(&mut self, model: Model, call: StepCall) {
         let seq_id = call.seq_id;
+        let glimpse = call.glimpse_logprobs.is_some();
         let Some(tier) = self.tiers[model.idx()].clone() else {
             let _ = self.reply_tx.send(RemoteReply {
                 seq_id,
+                glimpse,
                 result: Err(RemoteError::Connect(format!(
                     "the {} is not configured as remote",
                     model.as_str()
@@ -310,7 +339,11 @@ impl RemoteDispatcher {
         let metrics = self.metrics.clone();
         let task = self.runtime.spawn(async move {
             let result = tier.write_step(&call, &metrics).await;
-            let _ = tx.send(RemoteReply { seq_id, result });
+            let _ = tx.send(RemoteReply {
+                seq_id,
+                glimpse,
+                result,
+            });
         });
         self.in_flight.insert(seq_id, task);
     }
@@ -339,8 +372,15 @@ mod tests {
             parse_completion(stop).unwrap(),
             StepText {
                 text: "a b".into(),
-                finish: RemoteFinish::StopString("\n\n".into())
+                finish: RemoteFinish::StopString("\n\n".into()),
+                top_logprobs: None,
             }
+        );
+        let glimpse = r#"{"choices":[{"text":"a","finish_reason":"length",
+            "logprobs":{"tokens":["a"],"token_logprobs":[-0.1],"top_logprobs":[{"a":-0.1,"b":-2.5}]}}]}"#;
+        assert_eq!(
+            parse_completion(glimpse).unwrap().top_logprobs,
+            Some(vec![-0.1, -2.5])
         );
         let eos = r#"{"choices":[{"text":"a","finish_reason":"stop","stop_reason":null}]}"#;
         assert_eq!(parse_completion(eos).unwrap().finish, RemoteFinish::Eos);
@@ -391,13 +431,14 @@ mod tests {
             stop: vec!["\n\n".into()],
             sampling: SamplingParams::greedy(7),
             step_index: 2,
+            glimpse_logprobs: None,
         };
         let body = tier.body(&call);
         assert_eq!(body["prompt"], json!([3, 4, 5]));
         assert_eq!(body["max_tokens"], json!(7));
         assert_eq!(body["stop"], json!(["\n\n"]));
         assert_eq!(body["model"], json!("big"));
-        for absent in ["top_p", "top_k", "min_p", "seed", "ignore_eos"] {
+        for absent in ["top_p", "top_k", "min_p", "seed", "ignore_eos", "logprobs"] {
             assert!(body.get(absent).is_none(), "{absent} sent");
         }
     }

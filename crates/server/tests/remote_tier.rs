@@ -35,12 +35,15 @@ fn routing(policy: Policy) -> RoutingParams {
 }
 
 fn config(llm: ModelSection, routing: RoutingParams) -> EngineConfig {
+    config_with(ModelSection::local(bundled("slm")), llm, routing)
+}
+
+fn config_with(slm: ModelSection, llm: ModelSection, routing: RoutingParams) -> EngineConfig {
     let mut c = EngineConfig::for_models(bundled("slm"), bundled("llm"));
+    c.slm = slm;
     c.llm = llm;
     c.slm.kv_cache_mb = 4;
-    if !c.llm.is_remote() {
-        c.llm.kv_cache_mb = 16;
-    }
+    c.llm.kv_cache_mb = 16;
     c.served_model_name = MODEL_NAME.into();
     c.routing = routing;
     c
@@ -103,8 +106,13 @@ impl Drop for OwnServer {
 
 /// The remote tier: a glimprouter serving the bundled pair LLM-only.
 fn remote_llm_server() -> (OwnServer, EngineHandle) {
+    remote_server(routing(Policy::Llm))
+}
+
+/// A glimprouter serving the bundled pair with `routing` as its default.
+fn remote_server(routing: RoutingParams) -> (OwnServer, EngineHandle) {
     let engine = Engine::start(
-        &config(ModelSection::local(bundled("llm")), routing(Policy::Llm)),
+        &config(ModelSection::local(bundled("llm")), routing),
         Default::default(),
     )
     .expect("remote engine starts");
@@ -130,6 +138,7 @@ fn task_prompts(n: usize) -> Vec<String> {
 struct Run {
     tokens: Vec<u32>,
     writers: Vec<Model>,
+    h_init: Vec<f32>,
 }
 
 async fn generate(engine: &EngineHandle, id: &str, prompt: &str, routing: RoutingParams) -> Run {
@@ -145,6 +154,7 @@ async fn generate(engine: &EngineHandle, id: &str, prompt: &str, routing: Routin
     let mut run = Run {
         tokens: vec![],
         writers: vec![],
+        h_init: vec![],
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -157,7 +167,10 @@ async fn generate(engine: &EngineHandle, id: &str, prompt: &str, routing: Routin
                     .extend(std::iter::repeat_n(d.writer, d.token_ids.len()));
                 run.tokens.extend(d.token_ids);
             }
-            Some(StreamEvent::Finished(_)) => return run,
+            Some(StreamEvent::Finished(f)) => {
+                run.h_init = f.routing.h_init;
+                return run;
+            }
             Some(StreamEvent::Error(e)) => panic!("{id} failed: {e}"),
             None => panic!("{id}: engine dropped the request"),
         }
@@ -251,6 +264,84 @@ async fn greedy_outputs_through_a_remote_llm_equal_the_all_local_ones() {
         "the router's LLM tokens are exactly those the remote generated"
     );
     wait_until_idle(&routed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_slm_glimpses_with_top_20_logprobs_and_routes_like_the_exact_entropy() {
+    // The remote SLM tier: the pair served SLM-only, answer included.
+    let (remote, _remote_engine) = remote_server(RoutingParams {
+        answer_model: Model::Slm,
+        ..routing(Policy::Slm)
+    });
+    let local = Engine::start(
+        &config(ModelSection::local(bundled("llm")), routing(Policy::Glimp)),
+        Default::default(),
+    )
+    .unwrap();
+    let routed = Engine::start(
+        &config_with(
+            remote_section(&remote.base, 0),
+            ModelSection::local(bundled("llm")),
+            routing(Policy::Glimp),
+        ),
+        Default::default(),
+    )
+    .unwrap();
+    // Both tiers remote: the router runs no model, only reads the tokenizer.
+    let (remote_llm, _) = remote_llm_server();
+    let mut llm_tier = remote_section(&remote_llm.base, 0);
+    llm_tier.path = Some(bundled("llm"));
+    let all_remote = Engine::start(
+        &config_with(
+            remote_section(&remote.base, 0),
+            llm_tier,
+            routing(Policy::Glimp),
+        ),
+        Default::default(),
+    )
+    .unwrap();
+
+    let tau = routing(Policy::Glimp).tau;
+    let (mut glimpses, mut same_routes, mut slm_steps) = (0, 0, 0);
+    for (i, prompt) in task_prompts(6).iter().enumerate() {
+        let id = format!("p{i}");
+        let exact = generate(&local, &id, prompt, routing(Policy::Glimp)).await;
+        let approx = generate(&routed, &id, prompt, routing(Policy::Glimp)).await;
+        // While every glimpse so far routed alike, both runs saw the same
+        // contexts: compare H_init glimpse by glimpse.
+        let mut all_alike = exact.h_init.len() == approx.h_init.len();
+        for (&h, &est) in exact.h_init.iter().zip(&approx.h_init) {
+            glimpses += 1;
+            assert!(est <= h + 1e-3, "{id}: estimate {est} above exact {h}");
+            assert!(h - est < 0.05, "{id}: estimate {est} far below exact {h}");
+            if (h <= tau) != (est <= tau) {
+                all_alike = false;
+                break;
+            }
+            slm_steps += usize::from(est <= tau);
+        }
+        if all_alike {
+            same_routes += 1;
+            assert_eq!(
+                approx.tokens, exact.tokens,
+                "{id}: same routes, different text"
+            );
+            assert_eq!(approx.writers, exact.writers, "{id}");
+            let both = generate(&all_remote, &id, prompt, routing(Policy::Glimp)).await;
+            assert_eq!(both.tokens, exact.tokens, "{id}: both tiers remote");
+            assert_eq!(both.writers, exact.writers, "{id}: both tiers remote");
+        }
+    }
+    assert!(
+        glimpses > 10 && slm_steps > 0,
+        "{glimpses} glimpses, {slm_steps} SLM steps"
+    );
+    assert!(
+        same_routes >= 5,
+        "only {same_routes} of 6 requests routed alike"
+    );
+    wait_until_idle(&routed).await;
+    wait_until_idle(&all_remote).await;
 }
 
 /// The router served over HTTP in front of a remote LLM at `url`.
