@@ -346,11 +346,11 @@ async fn a_remote_slm_glimpses_with_top_20_logprobs_and_routes_like_the_exact_en
 
 /// The router served over HTTP in front of a remote LLM at `url`.
 async fn start_router(url: &str, retries: u32) -> (String, EngineHandle) {
-    let engine = Engine::start(
-        &config(remote_section(url, retries), routing(Policy::Glimp)),
-        Default::default(),
-    )
-    .unwrap();
+    serve_router(remote_section(url, retries)).await
+}
+
+async fn serve_router(llm: ModelSection) -> (String, EngineHandle) {
+    let engine = Engine::start(&config(llm, routing(Policy::Glimp)), Default::default()).unwrap();
     let app = router(engine.clone(), &ServerConfig::default()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -504,6 +504,36 @@ async fn a_failing_remote_is_retried_then_the_request_gets_a_502() {
         3.0
     );
     wait_until_idle(&routed).await;
+
+    // A remote that hangs: each attempt times out, then 502.
+    let slow = OwnServer::start(axum::Router::new().route(
+        "/v1/completions",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "too late"
+        }),
+    ));
+    let mut section = remote_section(&slow.base, 1);
+    section.remote.as_mut().unwrap().request_timeout_secs = 0.2;
+    let (slow_router, engine) = serve_router(section).await;
+    let started = Instant::now();
+    assert_eq!(
+        completion(&client, &slow_router, &task_prompts(1)[0], 20, false).await,
+        Ended::BadGateway
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the timeout did not bound the call"
+    );
+    assert_eq!(
+        metric_sum(
+            &engine,
+            "glimp:remote_errors_total",
+            Some(("kind", "timeout"))
+        ),
+        2.0
+    );
+    wait_until_idle(&engine).await;
 
     // Nothing listens: connection refused, also a 502.
     let (base, routed) = start_router("http://127.0.0.1:9", 0).await;
