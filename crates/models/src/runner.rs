@@ -132,10 +132,16 @@ impl ModelRunner {
                 vocab,
             });
         }
-        let logits = self.model.forward(&meta, &mut self.cache)?;
-        Ok(Logits {
-            data: logits.flatten_all()?.to_vec1::<f32>()?,
-            vocab,
-        })
+        let (model, cache) = (&self.model, &mut self.cache);
+        // The whole forward runs on a rayon worker: every parallel op inside
+        // it (GEMMs, attention) then forks and joins between workers that
+        // spin briefly, instead of this thread injecting a job and sleeping
+        // on a futex for each op — tens of wake-ups per forward, which cost
+        // more than the small ops of a small model.
+        let data = rayon::scope(|_| -> Result<Vec<f32>> {
+            let logits = model.forward(&meta, cache)?;
+            Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+        })?;
+        Ok(Logits { data, vocab })
     }
 }
