@@ -24,6 +24,12 @@ pub enum RowKind {
     /// LLM row scoring the step the SLM just wrote (judge-after-step policies):
     /// logits for every position that predicts a token of the step.
     Judge,
+    /// LLM row planned beside an SLM glimpse: it catches the LLM up on every
+    /// token, and its logits for the step's first token are used only if the
+    /// glimpse sends the step to the LLM. Either way the KV it writes is of
+    /// finalised tokens, so nothing is wasted, and an LLM step starts in the
+    /// glimpse's iteration instead of one later.
+    Shadow,
 }
 
 /// One sequence's slice of a ragged batch.

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use crate::batch::{BatchRow, ModelBatch, RowKind};
 use crate::block_pool::{BlockPool, PrefixCacheStats};
 use crate::block_table::BlockTable;
+use crate::params::Policy;
 use crate::sequence::{Phase, SeqStatus, Sequence};
 use crate::tenant_queue::TenantQueues;
 use crate::{BlockId, Model, SeqId, TokenId};
@@ -112,6 +113,9 @@ pub struct SeqOutcome {
     pub enter_answer: bool,
     /// The SLM finished a step the LLM must score before it is kept.
     pub request_judge: bool,
+    /// After this outcome the SLM's next logits open a step (a glimpse), so
+    /// the LLM may catch up beside it in a [`RowKind::Shadow`] row.
+    pub glimpse_next: bool,
     /// The sequence is done (stop, length); its blocks are freed now.
     pub finished: bool,
 }
@@ -400,6 +404,7 @@ impl Scheduler {
         }
         seq.awaiting_judge = out.request_judge;
         seq.awaiting_remote = false;
+        seq.glimpse_next = out.glimpse_next;
         if self.config.enable_prefix_caching {
             for m in Model::BOTH {
                 seq.tables[m.idx()].cache_full_blocks(
@@ -548,14 +553,46 @@ impl Scheduler {
             return Rows::default();
         }
         let num_logits = usize::from(s + n == len);
-        Rows::one(RowPlan {
+        let row = RowPlan {
             model: w,
             kind: kind_for(s),
             start: s,
             end: s + n,
             extra: 0,
             num_logits,
-        })
+        };
+        let llm = Model::Llm;
+        let ls = start(llm);
+        let shadow = num_logits == 1
+            && self.shadows_glimpse(seq)
+            && room(llm)
+            && len - ls <= budget[llm.idx()];
+        if !shadow {
+            return Rows::one(row);
+        }
+        Rows([
+            Some(row),
+            Some(RowPlan {
+                model: llm,
+                kind: RowKind::Shadow,
+                start: ls,
+                end: len,
+                extra: 0,
+                num_logits: 1,
+            }),
+        ])
+    }
+
+    /// Whether the SLM's next logits are a glimpse that may hand the step to
+    /// a local LLM, so the LLM should catch up beside it (see
+    /// [`RowKind::Shadow`]).
+    fn shadows_glimpse(&self, seq: &Sequence) -> bool {
+        seq.writer == Model::Slm
+            && seq.glimpse_next
+            && seq.phase == Phase::Reasoning
+            && !seq.awaiting_judge
+            && !self.config.remote.contains(&true)
+            && matches!(seq.routing.policy, Policy::Glimp | Policy::Random)
     }
 
     fn place_running(
@@ -626,10 +663,13 @@ impl Scheduler {
             // Reuse cached prefixes in every table the first rows will feed,
             // then plan the sequence exactly like a running one.
             let drafting = self.draft_depth(&self.seqs[&id]) > 0;
+            let shadowing = self.shadows_glimpse(&self.seqs[&id]);
             let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
             if self.config.enable_prefix_caching {
                 for m in Model::BOTH {
-                    if !self.config.remote[m.idx()] && (m == w || (drafting && m == Model::Slm)) {
+                    let fed =
+                        m == w || (drafting && m == Model::Slm) || (shadowing && m == Model::Llm);
+                    if !self.config.remote[m.idx()] && fed {
                         seq.tables[m.idx()].match_prefix(
                             &mut self.pools[m.idx()],
                             &seq.tokens,

@@ -53,6 +53,8 @@ pub struct Sequence {
     /// Its writer is a remote tier and the engine has sent it the current
     /// step; the sequence is parked until the reply is applied.
     pub awaiting_remote: bool,
+    /// The SLM's next logits open a step (a glimpse); set from each outcome.
+    pub glimpse_next: bool,
     pub num_preemptions: usize,
     pub(crate) status: SeqStatus,
     /// Admission stamp; the most recently admitted running sequence is the
@@ -84,6 +86,7 @@ impl Sequence {
             tables: Default::default(),
             awaiting_judge: false,
             awaiting_remote: false,
+            glimpse_next: true,
             num_preemptions: 0,
             status: SeqStatus::Waiting,
             admitted_at: 0,

@@ -133,7 +133,8 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
     let mut seen = std::collections::HashSet::new();
     for m in [Model::Llm, Model::Slm] {
         for row in &plan.batch(m).rows {
-            if row.num_logits == 0 || !seen.insert(row.seq_id) {
+            // A shadow's outcome comes with its glimpse (the SLM row).
+            if row.num_logits == 0 || row.kind == RowKind::Shadow || !seen.insert(row.seq_id) {
                 continue;
             }
             let seq = sched.seq(row.seq_id).unwrap();
@@ -158,7 +159,19 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
                     }
                 }
                 _ => {
-                    if rng.random_bool(0.15) {
+                    let shadowed = plan
+                        .batch(Model::Llm)
+                        .rows
+                        .iter()
+                        .any(|r| r.seq_id == row.seq_id && r.kind == RowKind::Shadow);
+                    if shadowed && rng.random_bool(0.5) {
+                        // The glimpse hands the step to the LLM, whose shadow
+                        // logits give the step's first token right away.
+                        o.step_started = Some(Model::Llm);
+                        o.route_to = Some(Model::Llm);
+                        o.appended = vec![rng.random_range(0..50)];
+                        o.writer = Some(Model::Llm);
+                    } else if rng.random_bool(0.15) {
                         // A glimpse that sends the step to the other model.
                         o.step_started = Some(seq.writer.other());
                         o.route_to = Some(seq.writer.other());
@@ -175,6 +188,7 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
             }
             let produced = seq.output_len() + o.appended.len();
             o.finished = produced >= seq.sampling.max_tokens || rng.random_bool(0.02);
+            o.glimpse_next = rng.random_bool(0.3);
             out.push(o);
         }
     }

@@ -196,7 +196,11 @@ fn a_request_that_can_never_fit_is_refused() {
 #[test]
 fn glimpse_routes_to_llm_which_catches_up_then_returns() {
     let mut s = Scheduler::new(config(64, 64));
-    s.add(seq(1, "t", (0..6).collect(), 16)).unwrap();
+    // Without a shadow row beside the glimpse (see the test below), the LLM
+    // catches up lazily, once it writes.
+    let mut q = seq(1, "t", (0..6).collect(), 16);
+    q.glimpse_next = false;
+    s.add(q).unwrap();
     s.schedule();
     // The glimpse goes to the LLM: the token is dropped, the LLM catches up.
     s.update(&[SeqOutcome {
@@ -281,4 +285,50 @@ fn speculation_drafts_on_the_slm_and_verifies_on_the_llm_then_rolls_back() {
     let plan = s.schedule();
     assert_eq!(plan.batch(Model::Slm).rows[0].token_ids, vec![62]);
     assert_eq!(plan.batch(Model::Llm).rows[0].token_ids, vec![62]);
+}
+
+#[test]
+fn the_llm_catches_up_beside_a_glimpse_and_starts_its_step_at_once() {
+    let mut s = Scheduler::new(config(64, 64));
+    s.add(seq(1, "t", vec![1, 2, 3, 4, 5], 8)).unwrap();
+    // The prompt's last SLM logits are the first glimpse: the LLM prefills
+    // beside it and has the logits of the step's first token.
+    let plan = s.schedule();
+    let shadow = &plan.batch(Model::Llm).rows[0];
+    assert_eq!(
+        (
+            shadow.kind,
+            shadow.start_pos,
+            shadow.token_ids.len(),
+            shadow.num_logits
+        ),
+        (RowKind::Shadow, 0, 5, 1)
+    );
+    // The glimpse hands the step to the LLM, whose first token comes from
+    // the shadow's logits in the same iteration.
+    s.update(&[SeqOutcome {
+        seq_id: 1,
+        appended: vec![9],
+        writer: Some(Model::Llm),
+        step_started: Some(Model::Llm),
+        route_to: Some(Model::Llm),
+        ..Default::default()
+    }]);
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Slm).is_empty());
+    let row = &plan.batch(Model::Llm).rows[0];
+    assert_eq!(
+        (row.kind, row.start_pos, row.token_ids.clone()),
+        (RowKind::Decode, 5, vec![9])
+    );
+    assert_eq!(s.seq(1).unwrap().step_start, 5);
+    s.check_invariants().unwrap();
+
+    // Mid-step no glimpse is pending, so the SLM decodes alone.
+    let mut s = Scheduler::new(config(64, 64));
+    s.add(seq(2, "t", vec![1, 2, 3], 8)).unwrap();
+    s.schedule();
+    s.update(&[decode(2, 7)]); // glimpse_next stays false
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
 }

@@ -261,11 +261,22 @@ impl EngineCore {
         }
         let llm_logits = self.forward(Model::Llm, &llm_batch)?;
 
-        let mut outcomes = Vec::new();
+        // The LLM's logits beside each glimpse (shadow rows), by sequence.
+        let mut shadows: HashMap<SeqId, usize> = HashMap::new();
         let mut offset = 0;
+        for row in &llm_batch.rows {
+            if row.kind == RowKind::Shadow && row.num_logits == 1 {
+                shadows.insert(row.seq_id, offset);
+            }
+            offset += row.num_logits;
+        }
+
+        let mut outcomes = Vec::new();
+        offset = 0;
         for row in &slm_batch.rows {
             if row.num_logits > 0 && !matches!(row.kind, RowKind::Draft { .. }) {
-                if let Some(o) = self.on_slm_token(row.seq_id, slm_logits.row(offset)) {
+                let shadow = shadows.get(&row.seq_id).map(|&i| llm_logits.row(i));
+                if let Some(o) = self.on_slm_token(row.seq_id, slm_logits.row(offset), shadow) {
                     outcomes.push(o);
                 }
             }
@@ -277,7 +288,8 @@ impl EngineCore {
                 .map(|i| llm_logits.row(i))
                 .collect();
             offset += row.num_logits;
-            if rows.is_empty() {
+            // A shadow's logits were used (or not) by its glimpse.
+            if rows.is_empty() || row.kind == RowKind::Shadow {
                 continue;
             }
             let outcome = match row.kind {
@@ -290,6 +302,19 @@ impl EngineCore {
             };
             outcomes.extend(outcome);
         }
+        self.apply_outcomes(outcomes);
+        Ok(())
+    }
+
+    /// Hands this iteration's conclusions to the scheduler (marking which
+    /// sequences glimpse next) and forgets finished requests.
+    fn apply_outcomes(&mut self, mut outcomes: Vec<SeqOutcome>) {
+        for o in &mut outcomes {
+            o.glimpse_next = self
+                .requests
+                .get(&o.seq_id)
+                .is_some_and(|s| s.at_step_start && !s.in_answer);
+        }
         self.sched.update(&outcomes);
         for o in &outcomes {
             if o.finished {
@@ -298,7 +323,6 @@ impl EngineCore {
                 }
             }
         }
-        Ok(())
     }
 
     /// The SLM drafts k tokens for each LLM-queue sequence: the first from
@@ -388,8 +412,16 @@ impl EngineCore {
         state.at_step_start = false;
     }
 
-    /// A token of the SLM: a glimpse at a step start, else the next token of its step.
-    fn on_slm_token(&mut self, id: SeqId, logits: &[f32]) -> Option<SeqOutcome> {
+    /// A token of the SLM: a glimpse at a step start, else the next token of
+    /// its step. `shadow`: the LLM's logits for the same position, computed
+    /// beside the glimpse; when the glimpse hands the step to the LLM, the
+    /// LLM's first token is drawn from them now rather than an iteration later.
+    fn on_slm_token(
+        &mut self,
+        id: SeqId,
+        logits: &[f32],
+        shadow: Option<&[f32]>,
+    ) -> Option<SeqOutcome> {
         let state = self.requests.get_mut(&id)?;
         let mut out = SeqOutcome {
             seq_id: id,
@@ -397,6 +429,9 @@ impl EngineCore {
         };
         let glimpse = state.at_step_start && !state.in_answer;
         if glimpse && self.route_glimpse(id, entropy(logits), &mut out) == Model::Llm {
+            if let Some(llm_logits) = shadow {
+                self.push_llm_token(id, llm_logits, &mut out);
+            }
             return Some(out);
         }
         self.open_step(id, Model::Slm, &mut out);
@@ -447,8 +482,16 @@ impl EngineCore {
             seq_id: id,
             ..SeqOutcome::default()
         };
-        self.open_step(id, Model::Llm, &mut out);
-        let state = self.requests.get_mut(&id)?;
+        self.push_llm_token(id, logits, &mut out);
+        Some(out)
+    }
+
+    /// Samples the LLM's next token into `out`.
+    fn push_llm_token(&mut self, id: SeqId, logits: &[f32], out: &mut SeqOutcome) {
+        self.open_step(id, Model::Llm, out);
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
         let token = sample(logits, &state.sampling, &mut state.rng);
         let verdict = state.push_tokens(
             &[token],
@@ -459,8 +502,7 @@ impl EngineCore {
         );
         out.appended = vec![token];
         out.writer = Some(Model::Llm);
-        self.apply_verdict(id, &verdict, Model::Llm, &mut out);
-        Some(out)
+        self.apply_verdict(id, &verdict, Model::Llm, out);
     }
 
     /// The LLM scored k drafts: accept a prefix plus one token of its own.
@@ -732,14 +774,7 @@ impl EngineCore {
                 }
             }
         }
-        self.sched.update(&outcomes);
-        for o in &outcomes {
-            if o.finished {
-                if let Some(state) = self.requests.remove(&o.seq_id) {
-                    self.ids.remove(&state.request_id);
-                }
-            }
-        }
+        self.apply_outcomes(outcomes);
     }
 
     /// The tokens a remote step adds: its text re-encoded, plus the stop
