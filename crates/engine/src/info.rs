@@ -24,13 +24,6 @@ pub struct EngineInfo {
 
 impl EngineInfo {
     pub fn validate(&self, request: &GenerateRequest) -> Result<(), EngineError> {
-        let prompt_tokens = request.prompt_ids.len();
-        let max_tokens = request.sampling.max_tokens;
-        if prompt_tokens == 0 {
-            return Err(EngineError::InvalidRequest(
-                "the prompt must contain at least one token".into(),
-            ));
-        }
         check_routing_with_remote(&request.routing, self.remote)
             .map_err(EngineError::InvalidRequest)?;
         if self.remote.contains(&true) && request.sampling.logprobs.is_some() {
@@ -38,14 +31,27 @@ impl EngineInfo {
                 "logprobs are not available while a model tier is remote".into(),
             ));
         }
-        if prompt_tokens + max_tokens > self.max_model_len {
-            return Err(EngineError::ContextLength {
-                max_model_len: self.max_model_len,
-                prompt_tokens,
-                max_tokens,
-                requested: prompt_tokens + max_tokens,
-            });
-        }
-        Ok(())
+        check_length(request, self.max_model_len)
     }
+}
+
+/// A non-empty prompt that leaves room for `max_tokens` in the context
+/// (vLLM's wording on overflow). Any backend of the server applies it.
+pub fn check_length(request: &GenerateRequest, max_model_len: usize) -> Result<(), EngineError> {
+    let prompt_tokens = request.prompt_ids.len();
+    let max_tokens = request.sampling.max_tokens;
+    if prompt_tokens == 0 {
+        return Err(EngineError::InvalidRequest(
+            "the prompt must contain at least one token".into(),
+        ));
+    }
+    if prompt_tokens + max_tokens > max_model_len {
+        return Err(EngineError::ContextLength {
+            max_model_len,
+            prompt_tokens,
+            max_tokens,
+            requested: prompt_tokens + max_tokens,
+        });
+    }
+    Ok(())
 }

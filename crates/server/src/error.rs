@@ -201,6 +201,11 @@ mod tests {
             ApiError::from(EngineError::Internal("x".into())).status,
             StatusCode::INTERNAL_SERVER_ERROR
         );
+        let upstream = EngineError::Upstream {
+            model: "llm",
+            message: "timed out".into(),
+        };
+        assert_eq!(ApiError::from(upstream).status, StatusCode::BAD_GATEWAY);
     }
 
     #[test]

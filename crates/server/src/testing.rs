@@ -156,22 +156,7 @@ impl Backend for ScriptedBackend {
         &self,
         request: GenerateRequest,
     ) -> Result<UnboundedReceiver<StreamEvent>, EngineError> {
-        // The same checks as the engine's EngineInfo::validate.
-        let prompt_tokens = request.prompt_ids.len();
-        let max_tokens = request.sampling.max_tokens;
-        if prompt_tokens == 0 {
-            return Err(EngineError::InvalidRequest(
-                "the prompt must contain at least one token".into(),
-            ));
-        }
-        if prompt_tokens + max_tokens > self.max_model_len {
-            return Err(EngineError::ContextLength {
-                max_model_len: self.max_model_len,
-                prompt_tokens,
-                max_tokens,
-                requested: prompt_tokens + max_tokens,
-            });
-        }
+        glimprouter_engine::info::check_length(&request, self.max_model_len)?;
         let (events, receiver) = mpsc::unbounded_channel();
         {
             let mut running = self.shared.running.lock();
