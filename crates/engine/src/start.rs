@@ -69,6 +69,12 @@ impl Engine {
         for (i, section) in sections.iter().enumerate() {
             let model = Model::BOTH[i];
             if let Some(remote) = &section.remote {
+                tracing::info!(
+                    role = roles[i],
+                    url = %remote.url,
+                    model = %remote.model,
+                    "model served by a remote tier"
+                );
                 let tier = RemoteTier::new(model, remote).map_err(StartError::Config)?;
                 remote_tiers[i] = Some(tier);
                 model_limit = model_limit.min(remote.max_model_len.unwrap_or(usize::MAX));
