@@ -157,6 +157,10 @@ pub struct EngineConfig {
     pub llm: ModelSection,
     #[serde(default = "default_dtype")]
     pub dtype: DTypeName,
+    /// Where local models run: "cpu", or "cuda" / "cuda:N" in a build with
+    /// the `cuda` feature (`--features glimprouter-models/cuda`).
+    #[serde(default = "default_device")]
+    pub device: String,
     #[serde(default = "default_block_size")]
     pub block_size: usize,
     /// Tokens per model forward (per model unless a model section overrides it).
@@ -185,6 +189,9 @@ fn default_served_model_name() -> String {
 fn default_dtype() -> DTypeName {
     DTypeName::F32
 }
+fn default_device() -> String {
+    "cpu".to_string()
+}
 fn default_block_size() -> usize {
     16
 }
@@ -206,6 +213,7 @@ impl EngineConfig {
             slm: ModelSection::local(slm),
             llm: ModelSection::local(llm),
             dtype: default_dtype(),
+            device: default_device(),
             block_size: default_block_size(),
             max_num_batched_tokens: default_max_num_batched_tokens(),
             max_num_seqs: default_max_num_seqs(),
@@ -260,6 +268,29 @@ impl EngineConfig {
         }
         check_routing_with_remote(&self.routing, self.remote_tiers())
             .map_err(|e| format!("engine.routing: {e}"))
+    }
+
+    /// The candle device `device` names.
+    pub fn candle_device(&self) -> Result<candle_core::Device, String> {
+        let ordinal = match self.device.as_str() {
+            "cpu" => return Ok(candle_core::Device::Cpu),
+            "cuda" => Some(0),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok()),
+        };
+        let Some(ordinal) = ordinal else {
+            return Err(format!(
+                "engine.device must be \"cpu\", \"cuda\" or \"cuda:N\", got {:?}",
+                self.device
+            ));
+        };
+        candle_core::Device::new_cuda(ordinal).map_err(|e| {
+            format!(
+                "engine.device = {:?}: {e} (CUDA needs a build with --features glimprouter-models/cuda)",
+                self.device
+            )
+        })
     }
 
     /// Whether each model (by `Model::idx`) is remote.
@@ -323,6 +354,19 @@ mod tests {
             ("http://10.0.0.7:8000/v1", "big")
         );
         assert_eq!((r.max_retries, r.retry_backoff_ms), (2, 200));
+    }
+
+    #[test]
+    fn the_device_is_cpu_or_a_cuda_ordinal() {
+        let mut c = EngineConfig::for_models("s", "l");
+        assert!(c.candle_device().unwrap().is_cpu());
+        c.device = "gpu".into();
+        assert!(c.candle_device().unwrap_err().contains("\"cuda:N\""));
+        c.device = "cuda:1".into();
+        if !candle_core::utils::cuda_is_available() {
+            let err = c.candle_device().unwrap_err();
+            assert!(err.contains("--features glimprouter-models/cuda"), "{err}");
+        }
     }
 
     #[test]

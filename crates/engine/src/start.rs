@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::Device;
 use glimprouter_core::scheduler::{Scheduler, SchedulerConfig};
 use glimprouter_core::Model;
 use glimprouter_models::{LoadOptions, ModelConfig, ModelRunner, ModelTokenizer};
@@ -61,6 +60,7 @@ impl Engine {
             source,
         };
         let dtype = config.dtype.to_candle();
+        let device = config.candle_device().map_err(StartError::Config)?;
         let mut runners: [Option<ModelRunner>; 2] = [None, None];
         let mut remote_tiers: [Option<RemoteTier>; 2] = [None, None];
         let mut tokenizers = Vec::new();
@@ -97,7 +97,7 @@ impl Engine {
                 .max(1);
             let opts = LoadOptions {
                 dtype,
-                device: Device::Cpu,
+                device: device.clone(),
                 block_size: config.block_size,
                 num_blocks: num_blocks[i],
             };
