@@ -222,7 +222,10 @@ impl RemoteTier {
                 body,
             });
         }
-        parse_completion(&text)
+        parse_completion(
+            &text,
+            body["stop"].as_array().map_or(&[][..], Vec::as_slice),
+        )
     }
 }
 
@@ -236,8 +239,16 @@ fn classify(e: reqwest::Error) -> RemoteError {
     }
 }
 
-/// Reads the first choice of a `/v1/completions` response.
-pub fn parse_completion(body: &str) -> Result<StepText, RemoteError> {
+/// Reads the first choice of a `/v1/completions` response. `sent_stops`:
+/// the `stop` list of the request.
+///
+/// Which stop string ended the text (servers cut it) is read from vLLM's
+/// `stop_reason`, SGLang's `matched_stop` or llama.cpp's `stopping_word`; an
+/// integer there is a stop token, i.e. EOS. TGI says `eos_token` or
+/// `stop_sequence` without naming it; that is taken to be the first stop
+/// sent (the step delimiter, by far the most frequent). A plain `"stop"`
+/// with none of these is read as EOS.
+pub fn parse_completion(body: &str, sent_stops: &[Value]) -> Result<StepText, RemoteError> {
     let bad = |what: &str| RemoteError::Decode(what.to_string());
     let v: Value = serde_json::from_str(body).map_err(|e| bad(&format!("not JSON ({e})")))?;
     let choice = v
@@ -249,11 +260,23 @@ pub fn parse_completion(body: &str) -> Result<StepText, RemoteError> {
         .and_then(Value::as_str)
         .ok_or_else(|| bad("choices[0].text is missing"))?
         .to_string();
+    let matched = ["stop_reason", "matched_stop", "stopping_word"]
+        .iter()
+        .find_map(|key| match choice.get(*key) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        });
     let finish = match choice.get("finish_reason").and_then(Value::as_str) {
         Some("length") => RemoteFinish::Length,
-        Some("stop") => match choice.get("stop_reason") {
-            Some(Value::String(s)) => RemoteFinish::StopString(s.clone()),
-            _ => RemoteFinish::Eos,
+        Some("eos_token") => RemoteFinish::Eos,
+        Some("stop") | Some("stop_sequence") => match matched {
+            Some(s) => RemoteFinish::StopString(s),
+            None => match sent_stops {
+                [Value::String(first), ..] if choice["finish_reason"] == "stop_sequence" => {
+                    RemoteFinish::StopString(first.clone())
+                }
+                _ => RemoteFinish::Eos,
+            },
         },
         other => return Err(bad(&format!("finish_reason {other:?}"))),
     };
@@ -369,7 +392,7 @@ mod tests {
     fn completion_replies_are_read_the_vllm_way() {
         let stop = r#"{"choices":[{"text":"a b","finish_reason":"stop","stop_reason":"\n\n"}]}"#;
         assert_eq!(
-            parse_completion(stop).unwrap(),
+            parse_completion(stop, &[]).unwrap(),
             StepText {
                 text: "a b".into(),
                 finish: RemoteFinish::StopString("\n\n".into()),
@@ -379,21 +402,45 @@ mod tests {
         let glimpse = r#"{"choices":[{"text":"a","finish_reason":"length",
             "logprobs":{"tokens":["a"],"token_logprobs":[-0.1],"top_logprobs":[{"a":-0.1,"b":-2.5}]}}]}"#;
         assert_eq!(
-            parse_completion(glimpse).unwrap().top_logprobs,
+            parse_completion(glimpse, &[]).unwrap().top_logprobs,
             Some(vec![-0.1, -2.5])
         );
         let eos = r#"{"choices":[{"text":"a","finish_reason":"stop","stop_reason":null}]}"#;
-        assert_eq!(parse_completion(eos).unwrap().finish, RemoteFinish::Eos);
+        assert_eq!(
+            parse_completion(eos, &[]).unwrap().finish,
+            RemoteFinish::Eos
+        );
         let eos_openai = r#"{"choices":[{"text":"a","finish_reason":"stop"}]}"#;
         assert_eq!(
-            parse_completion(eos_openai).unwrap().finish,
+            parse_completion(eos_openai, &[]).unwrap().finish,
             RemoteFinish::Eos
         );
         let len = r#"{"choices":[{"text":"abc","finish_reason":"length"}]}"#;
-        assert_eq!(parse_completion(len).unwrap().finish, RemoteFinish::Length);
+        assert_eq!(
+            parse_completion(len, &[]).unwrap().finish,
+            RemoteFinish::Length
+        );
         for bad in ["nope", "{}", r#"{"choices":[{"finish_reason":"stop"}]}"#] {
-            assert_eq!(parse_completion(bad).unwrap_err().kind(), "decode");
+            assert_eq!(parse_completion(bad, &[]).unwrap_err().kind(), "decode");
         }
+    }
+
+    #[test]
+    fn other_servers_say_which_stop_matched_their_own_way() {
+        let finish = |body: &str, sent: &[Value]| parse_completion(body, sent).unwrap().finish;
+        let stop = |s: &str| RemoteFinish::StopString(s.into());
+        let sglang = r#"{"choices":[{"text":"a","finish_reason":"stop","matched_stop":"\n\n"}]}"#;
+        assert_eq!(finish(sglang, &[]), stop("\n\n"));
+        let sglang_eos = r#"{"choices":[{"text":"a","finish_reason":"stop","matched_stop":2}]}"#;
+        assert_eq!(finish(sglang_eos, &[]), RemoteFinish::Eos);
+        let llama = r#"{"choices":[{"text":"a","finish_reason":"stop","stopping_word":"\n\n"}]}"#;
+        assert_eq!(finish(llama, &[]), stop("\n\n"));
+        let llama_eos = r#"{"choices":[{"text":"a","finish_reason":"stop","stopping_word":""}]}"#;
+        assert_eq!(finish(llama_eos, &[]), RemoteFinish::Eos);
+        let tgi = r#"{"choices":[{"text":"a","finish_reason":"stop_sequence"}]}"#;
+        assert_eq!(finish(tgi, &[json!("\n\n")]), stop("\n\n"));
+        let tgi_eos = r#"{"choices":[{"text":"a","finish_reason":"eos_token"}]}"#;
+        assert_eq!(finish(tgi_eos, &[json!("\n\n")]), RemoteFinish::Eos);
     }
 
     #[test]
