@@ -234,17 +234,9 @@ impl EngineCore {
             self.wait_outside();
             return Ok(());
         }
-        let now = Instant::now();
         for batch in &plan.batches {
             for row in &batch.rows {
-                if let Some(state) = self.requests.get_mut(&row.seq_id) {
-                    if state.first_scheduled.is_none() {
-                        state.first_scheduled = Some(now);
-                        self.metrics
-                            .queue_time
-                            .observe((now - state.arrival).as_secs_f64());
-                    }
-                }
+                self.mark_scheduled(row.seq_id);
             }
         }
 
@@ -675,6 +667,19 @@ impl EngineCore {
         }
     }
 
+    /// The first time a request gets rows (or a remote call), its queue time ends.
+    fn mark_scheduled(&mut self, id: SeqId) {
+        if let Some(state) = self.requests.get_mut(&id) {
+            if state.first_scheduled.is_none() {
+                let now = Instant::now();
+                state.first_scheduled = Some(now);
+                self.metrics
+                    .queue_time
+                    .observe((now - state.arrival).as_secs_f64());
+            }
+        }
+    }
+
     /// Nothing to run locally: everything waits on something outside this
     /// iteration (remote steps in flight, or a request larger than the free
     /// pool while others drain). Sleep until a command or a remote reply
@@ -693,10 +698,12 @@ impl EngineCore {
 
     /// Sends every sequence whose step a remote model now writes.
     fn dispatch_remote(&mut self) {
-        let Some(remote) = self.remote.as_mut() else {
+        if self.remote.is_none() {
             return;
-        };
+        }
         for id in self.sched.take_remote_ready() {
+            self.mark_scheduled(id);
+            let remote = self.remote.as_mut().expect("remote dispatcher");
             let (Some(seq), Some(state)) = (self.sched.seq(id), self.requests.get(&id)) else {
                 continue;
             };
