@@ -784,10 +784,19 @@ impl EngineCore {
         self.apply_outcomes(outcomes);
     }
 
-    /// The tokens a remote step adds: its text re-encoded, plus the stop
-    /// string the remote cut, or EOS.
+    /// The tokens a remote step adds: the ids it returned, or else its text
+    /// re-encoded plus the stop string it cut, or EOS.
     fn remote_tokens(&self, id: SeqId, step: &StepText) -> Result<Vec<TokenId>, String> {
         let state = self.requests.get(&id).ok_or("request gone")?;
+        if let Some(ids) = step.token_ids.as_ref().filter(|ids| !ids.is_empty()) {
+            let vocab = self.tokenizer.vocab_size();
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(format!(
+                    "it returned token {bad}, outside the vocabulary of {vocab}"
+                ));
+            }
+            return Ok(ids.clone());
+        }
         let mut text = step.text.clone();
         if let RemoteFinish::StopString(s) = &step.finish {
             text.push_str(s);
@@ -800,7 +809,10 @@ impl EngineCore {
             tokens.extend(state.eos.first());
         }
         if tokens.is_empty() {
-            return Err("it returned no tokens".into());
+            return Err(format!(
+                "it returned no token_ids and no text to re-encode (finish {:?}, text {:?})",
+                step.finish, step.text
+            ));
         }
         Ok(tokens)
     }

@@ -57,6 +57,9 @@ pub struct StepText {
     pub finish: RemoteFinish,
     /// The top log-probabilities at the first generated position, when asked.
     pub top_logprobs: Option<Vec<f32>>,
+    /// Every generated token id, stop string and EOS included, from servers
+    /// that honour vLLM's `return_token_ids`.
+    pub token_ids: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -140,6 +143,9 @@ impl RemoteTier {
             "max_tokens": call.max_tokens,
             "temperature": s.temperature,
             "stream": false,
+            // vLLM's extension (glimprouter honours it too): the exact ids
+            // make re-encoding the text unnecessary.
+            "return_token_ids": true,
         });
         let obj = body.as_object_mut().expect("object");
         if !call.stop.is_empty() {
@@ -293,10 +299,21 @@ pub fn parse_completion(body: &str, sent_stops: &[Value]) -> Result<StepText, Re
                 .map(|lp| lp as f32)
                 .collect()
         });
+    let token_ids = choice
+        .get("token_ids")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| bad("choices[0].token_ids holds a non-token"))
+        })
+        .transpose()?;
     Ok(StepText {
         text,
         finish,
         top_logprobs,
+        token_ids,
     })
 }
 
@@ -397,6 +414,7 @@ mod tests {
                 text: "a b".into(),
                 finish: RemoteFinish::StopString("\n\n".into()),
                 top_logprobs: None,
+                token_ids: None,
             }
         );
         let glimpse = r#"{"choices":[{"text":"a","finish_reason":"length",
@@ -415,6 +433,13 @@ mod tests {
             parse_completion(eos_openai, &[]).unwrap().finish,
             RemoteFinish::Eos
         );
+        let ids = r#"{"choices":[{"text":"","finish_reason":"length","token_ids":[0,0,7]}]}"#;
+        assert_eq!(
+            parse_completion(ids, &[]).unwrap().token_ids,
+            Some(vec![0, 0, 7])
+        );
+        let bad_ids = r#"{"choices":[{"text":"","finish_reason":"length","token_ids":[-1]}]}"#;
+        assert_eq!(parse_completion(bad_ids, &[]).unwrap_err().kind(), "decode");
         let len = r#"{"choices":[{"text":"abc","finish_reason":"length"}]}"#;
         assert_eq!(
             parse_completion(len, &[]).unwrap().finish,

@@ -151,6 +151,7 @@ pub fn submit(
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChoiceOutput {
     pub text: String,
+    pub token_ids: Vec<u32>,
     pub logprobs: Vec<TokenLogprob>,
     pub finished: Finished,
 }
@@ -158,17 +159,20 @@ pub struct ChoiceOutput {
 /// Reads a choice's events to its end.
 pub async fn collect(job: &mut Job) -> Result<ChoiceOutput, ApiError> {
     let mut text = String::new();
+    let mut token_ids = Vec::new();
     let mut logprobs = Vec::new();
     while let Some(event) = job.events.recv().await {
         match event {
             StreamEvent::Token(delta) => {
                 text.push_str(&delta.text);
+                token_ids.extend_from_slice(&delta.token_ids);
                 logprobs.extend(delta.logprobs.unwrap_or_default());
             }
             StreamEvent::Finished(finished) => {
                 job.guard.finish();
                 return Ok(ChoiceOutput {
                     text,
+                    token_ids,
                     logprobs,
                     finished,
                 });

@@ -114,6 +114,7 @@ async fn handle(
         })
         .collect();
     let want_logprobs = sampling.logprobs.is_some();
+    let want_token_ids = body.return_token_ids.unwrap_or(false);
 
     if stream {
         let writer = CompletionChunks {
@@ -124,6 +125,7 @@ async fn handle(
             offsets: vec![0; prefixes.len()],
             prefixes,
             want_logprobs,
+            want_token_ids,
         };
         return Ok(stream_response(StreamSpec {
             writer,
@@ -156,6 +158,7 @@ async fn handle(
                 logprobs,
                 finish_reason: Some(output.finished.reason.as_str()),
                 stop_reason: output.finished.stop_string.clone(),
+                token_ids: want_token_ids.then(|| output.token_ids.clone()),
             }
         })
         .collect();
@@ -190,6 +193,7 @@ struct CompletionChunks {
     /// Characters of each choice's text sent so far (for `text_offset`).
     offsets: Vec<usize>,
     want_logprobs: bool,
+    want_token_ids: bool,
 }
 
 impl CompletionChunks {
@@ -214,6 +218,7 @@ impl CompletionChunks {
         index: usize,
         text: String,
         logprobs: Option<CompletionLogprobs>,
+        token_ids: Option<Vec<u32>>,
     ) -> CompletionChoice {
         CompletionChoice {
             index,
@@ -221,6 +226,7 @@ impl CompletionChunks {
             logprobs,
             finish_reason: None,
             stop_reason: None,
+            token_ids,
         }
     }
 }
@@ -240,7 +246,7 @@ impl ChunkWriter for CompletionChunks {
                 if let Some(offset) = self.offsets.get_mut(index) {
                     *offset = text.chars().count();
                 }
-                self.chunk(vec![Self::text_choice(index, text, None)], None, None)
+                self.chunk(vec![Self::text_choice(index, text, None, None)], None, None)
             })
             .collect()
     }
@@ -258,14 +264,21 @@ impl ChunkWriter for CompletionChunks {
             }
             _ => None,
         };
-        if delta.text.is_empty() && logprobs.is_none() {
+        let token_ids =
+            (self.want_token_ids && !delta.token_ids.is_empty()).then(|| delta.token_ids.clone());
+        if delta.text.is_empty() && logprobs.is_none() && token_ids.is_none() {
             return None;
         }
         if let Some(offset) = self.offsets.get_mut(choice) {
             *offset += delta.text.chars().count();
         }
         Some(self.chunk(
-            vec![Self::text_choice(choice, delta.text.clone(), logprobs)],
+            vec![Self::text_choice(
+                choice,
+                delta.text.clone(),
+                logprobs,
+                token_ids,
+            )],
             None,
             None,
         ))
@@ -283,6 +296,7 @@ impl ChunkWriter for CompletionChunks {
             logprobs: None,
             finish_reason: Some(finished.reason.as_str()),
             stop_reason: finished.stop_string.clone(),
+            token_ids: None,
         };
         self.chunk(vec![last], None, routing)
     }

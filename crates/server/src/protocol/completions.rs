@@ -28,6 +28,8 @@ pub struct CompletionRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub routing: Option<RoutingOverrides>,
+    /// vLLM's extension: each choice also carries its generated token ids.
+    pub return_token_ids: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +40,10 @@ pub struct CompletionChoice {
     pub finish_reason: Option<&'static str>,
     /// The stop string that ended the choice (vLLM's extension).
     pub stop_reason: Option<String>,
+    /// Every generated token id, stop string and EOS included (vLLM's
+    /// `return_token_ids`); a remote tier reads them instead of re-encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<u32>>,
 }
 
 /// The whole response, and also each streamed chunk (same `object`, as OpenAI does).
