@@ -189,42 +189,14 @@ impl EngineCore {
     }
 
     fn forward(&mut self, model: Model, batch: &ModelBatch) -> Result<Logits, EngineError> {
-        let runner = match &mut self.runners[model.idx()] {
-            Some(runner) => runner,
-            // The scheduler never plans rows for a remote model.
-            None if batch.is_empty() => {
-                return Ok(Logits {
-                    data: Vec::new(),
-                    vocab: self.tokenizer.vocab_size(),
-                })
-            }
-            None => {
-                return Err(EngineError::Internal(format!(
-                    "rows planned for the remote {}",
-                    model.as_str()
-                )))
-            }
-        };
-        if batch.is_empty() {
-            return Ok(Logits {
-                data: Vec::new(),
-                vocab: runner.config().vocab_size,
-            });
-        }
-        let start = Instant::now();
-        let logits = runner
-            .forward(batch)
-            .map_err(|e| EngineError::Internal(format!("{} forward: {e}", model.as_str())))?;
-        let m = model.as_str();
-        self.metrics
-            .forward_seconds
-            .with_label_values(&[m])
-            .observe(start.elapsed().as_secs_f64());
-        self.metrics
-            .iteration_tokens
-            .with_label_values(&[m])
-            .observe(batch.num_tokens() as f64);
-        Ok(logits)
+        let vocab = self.tokenizer.vocab_size();
+        run_forward(
+            &mut self.runners[model.idx()],
+            model,
+            batch,
+            &self.metrics,
+            vocab,
+        )
     }
 
     fn iteration(&mut self) -> Result<(), EngineError> {
@@ -241,17 +213,37 @@ impl EngineCore {
         }
 
         let slm_batch = &plan.batches[Model::Slm.idx()];
-        let slm_logits = self.forward(Model::Slm, slm_batch)?;
-        let drafts = self.run_drafts(slm_batch, &slm_logits)?;
         let mut llm_batch = plan.batches[Model::Llm.idx()].clone();
-        for row in &mut llm_batch.rows {
-            if let RowKind::Verify { .. } = row.kind {
-                if let Some(d) = drafts.get(&row.seq_id) {
-                    row.token_ids.extend_from_slice(&d.tokens);
+        let speculating = llm_batch
+            .rows
+            .iter()
+            .any(|r| matches!(r.kind, RowKind::Verify { .. }));
+        let both = !slm_batch.is_empty() && !llm_batch.is_empty();
+        let (slm_logits, drafts, llm_logits) = if speculating || !both {
+            // Verify rows carry the SLM's drafts: the SLM goes first.
+            let slm_logits = self.forward(Model::Slm, slm_batch)?;
+            let drafts = self.run_drafts(slm_batch, &slm_logits)?;
+            for row in &mut llm_batch.rows {
+                if let RowKind::Verify { .. } = row.kind {
+                    if let Some(d) = drafts.get(&row.seq_id) {
+                        row.token_ids.extend_from_slice(&d.tokens);
+                    }
                 }
             }
-        }
-        let llm_logits = self.forward(Model::Llm, &llm_batch)?;
+            let llm_logits = self.forward(Model::Llm, &llm_batch)?;
+            (slm_logits, drafts, llm_logits)
+        } else {
+            // Independent batches: run the two forwards side by side, so
+            // each one's serial stretches overlap the other's work.
+            let vocab = self.tokenizer.vocab_size();
+            let metrics = &self.metrics;
+            let [slm_runner, llm_runner] = &mut self.runners;
+            let (slm, llm) = rayon::join(
+                || run_forward(slm_runner, Model::Slm, slm_batch, metrics, vocab),
+                || run_forward(llm_runner, Model::Llm, &llm_batch, metrics, vocab),
+            );
+            (slm?, HashMap::new(), llm?)
+        };
 
         // The LLM's logits beside each glimpse (shadow rows), by sequence.
         let mut shadows: HashMap<SeqId, usize> = HashMap::new();
@@ -904,4 +896,42 @@ impl EngineCore {
         m.preemptions.inc_by(p - self.last_preemptions);
         self.last_preemptions = p;
     }
+}
+
+/// One model's forward over its batch, timed into the metrics. A remote
+/// model (no runner) never has rows.
+fn run_forward(
+    runner: &mut Option<ModelRunner>,
+    model: Model,
+    batch: &ModelBatch,
+    metrics: &EngineMetrics,
+    vocab: usize,
+) -> Result<Logits, EngineError> {
+    if batch.is_empty() {
+        let vocab = runner.as_ref().map_or(vocab, |r| r.config().vocab_size);
+        return Ok(Logits {
+            data: Vec::new(),
+            vocab,
+        });
+    }
+    let Some(runner) = runner else {
+        return Err(EngineError::Internal(format!(
+            "rows planned for the remote {}",
+            model.as_str()
+        )));
+    };
+    let start = Instant::now();
+    let logits = runner
+        .forward(batch)
+        .map_err(|e| EngineError::Internal(format!("{} forward: {e}", model.as_str())))?;
+    let m = model.as_str();
+    metrics
+        .forward_seconds
+        .with_label_values(&[m])
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .iteration_tokens
+        .with_label_values(&[m])
+        .observe(batch.num_tokens() as f64);
+    Ok(logits)
 }
