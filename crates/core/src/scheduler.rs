@@ -476,7 +476,7 @@ impl Scheduler {
             if !room(llm) {
                 return Rows::default();
             }
-            let judge_from = seq.step_start.saturating_sub(1).max(0);
+            let judge_from = seq.step_start.saturating_sub(1);
             let s = seq.tables[llm.idx()].computed_len.min(judge_from);
             if s < judge_from {
                 // Catch up on the context before the step first, in chunks.

@@ -92,7 +92,7 @@ impl EngineCore {
     /// Returns false on shutdown.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Submit { request, events } => self.submit(request, events),
+            Command::Submit { request, events } => self.submit(*request, events),
             Command::Abort { request_id } => {
                 if let Some(&id) = self.ids.get(&request_id) {
                     self.abort(id);

@@ -12,7 +12,8 @@ use crate::metrics::EngineMetrics;
 /// Messages from callers to the engine thread.
 pub(crate) enum Command {
     Submit {
-        request: GenerateRequest,
+        // Boxed: a request is far larger than the other messages.
+        request: Box<GenerateRequest>,
         events: mpsc::UnboundedSender<StreamEvent>,
     },
     Abort {
@@ -40,7 +41,7 @@ impl EngineHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         self.commands
             .send(Command::Submit {
-                request,
+                request: Box::new(request),
                 events: tx,
             })
             .map_err(|_| EngineError::Unavailable("engine thread has stopped".into()))?;

@@ -92,19 +92,19 @@ fn validate(spec: &MakeModelSpec) -> Result<()> {
     if spec.layers == 0 || spec.hidden == 0 || spec.intermediate == 0 || spec.vocab == 0 {
         return bad("layers, hidden, intermediate and vocab must be positive".into());
     }
-    if spec.kv_heads == 0 || spec.heads % spec.kv_heads != 0 {
+    if spec.kv_heads == 0 || !spec.heads.is_multiple_of(spec.kv_heads) {
         return bad(format!(
             "heads {} must be a positive multiple of kv_heads {}",
             spec.heads, spec.kv_heads
         ));
     }
-    if spec.head_dim.is_none() && spec.hidden % spec.heads != 0 {
+    if spec.head_dim.is_none() && !spec.hidden.is_multiple_of(spec.heads) {
         return bad(format!(
             "hidden {} not divisible by heads {}",
             spec.hidden, spec.heads
         ));
     }
-    if spec.head_dim() % 2 != 0 {
+    if !spec.head_dim().is_multiple_of(2) {
         return bad(format!("head_dim {} must be even", spec.head_dim()));
     }
     if spec.vocab < SPECIAL_TOKENS.len() + 1 {

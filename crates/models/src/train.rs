@@ -184,7 +184,7 @@ impl TrainConfig {
                 "steps, batch size and checkpoint interval must be positive".into(),
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return Err(TrainError::Invalid("head_dim must be even".into()));
         }
         Ok(())

@@ -70,11 +70,7 @@ pub fn build_task_tokenizer() -> Result<Tokenizer, TaskError> {
         }
     }
     let mut vocab: HashMap<String, u32> = HashMap::new();
-    for word in SPECIAL_TOKENS
-        .iter()
-        .map(|s| s.to_string())
-        .chain(words.into_iter())
-    {
+    for word in SPECIAL_TOKENS.iter().map(|s| s.to_string()).chain(words) {
         let id = vocab.len() as u32;
         vocab.entry(word).or_insert(id);
     }
