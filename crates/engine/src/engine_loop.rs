@@ -189,14 +189,7 @@ impl EngineCore {
     }
 
     fn forward(&mut self, model: Model, batch: &ModelBatch) -> Result<Logits, EngineError> {
-        let vocab = self.tokenizer.vocab_size();
-        run_forward(
-            &mut self.runners[model.idx()],
-            model,
-            batch,
-            &self.metrics,
-            vocab,
-        )
+        run_forward(&mut self.runners[model.idx()], model, batch, &self.metrics)
     }
 
     fn iteration(&mut self) -> Result<(), EngineError> {
@@ -235,12 +228,11 @@ impl EngineCore {
         } else {
             // Independent batches: run the two forwards side by side, so
             // each one's serial stretches overlap the other's work.
-            let vocab = self.tokenizer.vocab_size();
             let metrics = &self.metrics;
             let [slm_runner, llm_runner] = &mut self.runners;
             let (slm, llm) = rayon::join(
-                || run_forward(slm_runner, Model::Slm, slm_batch, metrics, vocab),
-                || run_forward(llm_runner, Model::Llm, &llm_batch, metrics, vocab),
+                || run_forward(slm_runner, Model::Slm, slm_batch, metrics),
+                || run_forward(llm_runner, Model::Llm, &llm_batch, metrics),
             );
             (slm?, HashMap::new(), llm?)
         };
@@ -905,13 +897,12 @@ fn run_forward(
     model: Model,
     batch: &ModelBatch,
     metrics: &EngineMetrics,
-    vocab: usize,
 ) -> Result<Logits, EngineError> {
     if batch.is_empty() {
-        let vocab = runner.as_ref().map_or(vocab, |r| r.config().vocab_size);
+        // No rows, so no row is ever read.
         return Ok(Logits {
             data: Vec::new(),
-            vocab,
+            vocab: 0,
         });
     }
     let Some(runner) = runner else {

@@ -68,6 +68,9 @@ impl Engine {
         let mut model_limit = usize::MAX;
         for (i, section) in sections.iter().enumerate() {
             let model = Model::BOTH[i];
+            if let Some(path) = &section.path {
+                tokenizers.push(ModelTokenizer::from_dir(path).map_err(|e| load_err(i, e))?);
+            }
             if let Some(remote) = &section.remote {
                 tracing::info!(
                     role = roles[i],
@@ -78,9 +81,6 @@ impl Engine {
                 let tier = RemoteTier::new(model, remote).map_err(StartError::Config)?;
                 remote_tiers[i] = Some(tier);
                 model_limit = model_limit.min(remote.max_model_len.unwrap_or(usize::MAX));
-                if let Some(path) = &section.path {
-                    tokenizers.push(ModelTokenizer::from_dir(path).map_err(|e| load_err(i, e))?);
-                }
                 continue;
             }
             let path = section
@@ -103,12 +103,11 @@ impl Engine {
             };
             let runner = ModelRunner::load(path, &opts).map_err(|e| load_err(i, e))?;
             model_limit = model_limit.min(runner.config().max_position_embeddings);
-            tokenizers.push(ModelTokenizer::from_dir(path).map_err(|e| load_err(i, e))?);
             runners[i] = Some(runner);
         }
         // Both models exchange token ids (catch-up, drafts, remote contexts):
         // every tokenizer at hand must agree, and so must the local vocabularies.
-        for other in &tokenizers[1..] {
+        for other in tokenizers.iter().skip(1) {
             check_same_vocabulary(&tokenizers[0], other)?;
         }
         if let [Some(slm), Some(llm)] = &runners {
