@@ -100,11 +100,24 @@ impl EvalOptions {
     }
 }
 
+/// Every run label the eval plans, in the paper's table order (baselines
+/// first).
+pub const RUN_LABELS: [&str; 9] = [
+    "slm-only",
+    "llm-only",
+    "llm+spec",
+    "random",
+    "step-entropy",
+    "step-ppl",
+    "specreason",
+    "glimp",
+    "glimp+spec",
+];
+
 /// One policy run of the eval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyRun {
-    /// Row label: `slm-only`, `llm-only`, `llm+spec`, `random`, `glimp`,
-    /// `glimp+spec`, `step-entropy`, `step-ppl`, `specreason`.
+    /// Row label, one of [`RUN_LABELS`].
     pub label: String,
     pub routing: RoutingParams,
     /// The threshold when the policy has one.
@@ -214,16 +227,7 @@ mod tests {
         let mut runs = vec![glimp_default(&opts), random_at(&opts, 0.3)];
         runs.extend(other_runs(&opts));
         let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
-        for want in [
-            "slm-only",
-            "llm-only",
-            "random",
-            "step-entropy",
-            "step-ppl",
-            "specreason",
-            "glimp",
-            "glimp+spec",
-        ] {
+        for want in RUN_LABELS {
             assert!(labels.contains(&want), "{want} missing from {labels:?}");
         }
         let glimp_taus: Vec<f32> = runs

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::disagreement::DisagreementResult;
 use crate::pareto::pareto_front;
-use crate::plan::LatencyMode;
+use crate::plan::{LatencyMode, RUN_LABELS};
 use crate::policy_run::PolicyResult;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -191,20 +191,10 @@ pub fn checks(
 
 /// Where rows go in the table: the paper's order, baselines first.
 fn row_order(label: &str) -> usize {
-    [
-        "slm-only",
-        "llm-only",
-        "llm+spec",
-        "random",
-        "step-entropy",
-        "step-ppl",
-        "specreason",
-        "glimp",
-        "glimp+spec",
-    ]
-    .iter()
-    .position(|l| *l == label)
-    .unwrap_or(usize::MAX)
+    RUN_LABELS
+        .iter()
+        .position(|l| *l == label)
+        .unwrap_or(usize::MAX)
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {

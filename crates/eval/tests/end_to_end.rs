@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use glimprouter_core::RoutingParams;
 use glimprouter_engine::{Engine, EngineConfig};
+use glimprouter_eval::plan::RUN_LABELS;
 use glimprouter_eval::{run_eval, write_outputs, EvalOptions};
 use glimprouter_models::task::write_random_pair;
 
@@ -43,17 +44,7 @@ fn tiny_eval_reports_every_policy_with_consistent_numbers() {
     engine.shutdown();
 
     let labels: Vec<&str> = report.policies.iter().map(|p| p.label.as_str()).collect();
-    for want in [
-        "slm-only",
-        "llm-only",
-        "llm+spec",
-        "random",
-        "step-entropy",
-        "step-ppl",
-        "specreason",
-        "glimp",
-        "glimp+spec",
-    ] {
+    for want in RUN_LABELS {
         assert!(labels.contains(&want), "{want} missing from {labels:?}");
     }
     let glimp_taus: Vec<f32> = report
