@@ -367,22 +367,14 @@ async fn a_remote_slm_glimpses_with_top_20_logprobs_and_routes_like_the_exact_en
 }
 
 /// The router served over HTTP in front of a remote LLM at `url`.
-async fn start_router(url: &str, retries: u32) -> (String, EngineHandle) {
-    serve_router(remote_section(url, retries)).await
+fn start_router(url: &str, retries: u32) -> (OwnServer, EngineHandle) {
+    serve_router(remote_section(url, retries))
 }
 
-async fn serve_router(llm: ModelSection) -> (String, EngineHandle) {
+fn serve_router(llm: ModelSection) -> (OwnServer, EngineHandle) {
     let engine = Engine::start(&config(llm, routing(Policy::Glimp)), Default::default()).unwrap();
     let app = router(engine.clone(), &ServerConfig::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve_app(
-        listener,
-        app,
-        Duration::from_secs(1),
-        std::future::pending(),
-    ));
-    (base, engine)
+    (OwnServer::start(app), engine)
 }
 
 /// How one HTTP request ended.
@@ -457,7 +449,8 @@ async fn completion(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_remote_mid_load_ends_every_request_and_leaks_no_block() {
     let (mut remote, _remote_engine) = remote_llm_server();
-    let (base, routed) = start_router(&remote.base, 1).await;
+    let (router_server, routed) = start_router(&remote.base, 1);
+    let base = router_server.base.clone();
     let client = reqwest::Client::new();
     let prompts = task_prompts(16);
     let mut tasks = Vec::new();
@@ -512,7 +505,8 @@ async fn a_failing_remote_is_retried_then_the_request_gets_a_502() {
         }),
     );
     let remote = OwnServer::start(app);
-    let (base, routed) = start_router(&remote.base, 2).await;
+    let (router_server, routed) = start_router(&remote.base, 2);
+    let base = router_server.base.clone();
     let client = reqwest::Client::new();
     let ended = completion(&client, &base, &task_prompts(1)[0], 20, false).await;
     assert_eq!(ended, Ended::BadGateway);
@@ -537,10 +531,10 @@ async fn a_failing_remote_is_retried_then_the_request_gets_a_502() {
     ));
     let mut section = remote_section(&slow.base, 1);
     section.remote.as_mut().unwrap().request_timeout_secs = 0.2;
-    let (slow_router, engine) = serve_router(section).await;
+    let (slow_router, engine) = serve_router(section);
     let started = Instant::now();
     assert_eq!(
-        completion(&client, &slow_router, &task_prompts(1)[0], 20, false).await,
+        completion(&client, &slow_router.base, &task_prompts(1)[0], 20, false).await,
         Ended::BadGateway
     );
     assert!(
@@ -558,7 +552,8 @@ async fn a_failing_remote_is_retried_then_the_request_gets_a_502() {
     wait_until_idle(&engine).await;
 
     // Nothing listens: connection refused, also a 502.
-    let (base, routed) = start_router("http://127.0.0.1:9", 0).await;
+    let (router_server, routed) = start_router("http://127.0.0.1:9", 0);
+    let base = router_server.base.clone();
     assert_eq!(
         completion(&client, &base, &task_prompts(1)[0], 20, false).await,
         Ended::BadGateway
