@@ -120,6 +120,13 @@ pub struct RoutingParams {
     pub answer_model: Model,
     /// Most reasoning steps before the answer is forced (None = unlimited).
     pub max_steps: Option<usize>,
+    /// Whether a local LLM catches up on the SLM's tokens beside every
+    /// glimpse (glimp, random), so a step routed to it starts at once, or
+    /// only when a step or the answer is handed to it. Eager pays an LLM
+    /// prefill of every SLM-written token; lazy pays only for the tokens
+    /// before the LLM's last step, at the price of one extra iteration
+    /// before each LLM step starts.
+    pub eager_catch_up: bool,
 }
 
 impl Default for RoutingParams {
@@ -133,6 +140,7 @@ impl Default for RoutingParams {
             answer_marker: None,
             answer_model: Model::Llm,
             max_steps: None,
+            eager_catch_up: true,
         }
     }
 }

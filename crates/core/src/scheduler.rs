@@ -589,6 +589,7 @@ impl Scheduler {
     fn shadows_glimpse(&self, seq: &Sequence) -> bool {
         seq.writer == Model::Slm
             && seq.glimpse_next
+            && seq.routing.eager_catch_up
             && seq.phase == Phase::Reasoning
             && !seq.awaiting_judge
             && !self.config.remote.contains(&true)

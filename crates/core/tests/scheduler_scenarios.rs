@@ -332,3 +332,54 @@ fn the_llm_catches_up_beside_a_glimpse_and_starts_its_step_at_once() {
     let plan = s.schedule();
     assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
 }
+
+#[test]
+fn lazy_catch_up_leaves_the_llm_idle_until_a_step_is_handed_to_it() {
+    let mut s = Scheduler::new(config(64, 64));
+    let routing = RoutingParams {
+        eager_catch_up: false,
+        ..RoutingParams::default()
+    };
+    let lazy = Sequence::new(
+        1,
+        "t",
+        vec![1, 2, 3, 4, 5],
+        SamplingParams::greedy(8),
+        routing,
+        Model::Slm,
+    );
+    s.add(lazy).unwrap();
+    // The first glimpse runs on the SLM alone: no LLM prefill of the prompt.
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
+    assert_eq!(s.seq(1).unwrap().table(Model::Llm).computed_len, 0);
+    // The SLM keeps this step and writes it; the LLM still does nothing.
+    s.update(&[SeqOutcome {
+        glimpse_next: false,
+        step_started: Some(Model::Slm),
+        ..decode(1, 7)
+    }]);
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
+    s.update(&[SeqOutcome {
+        glimpse_next: true,
+        ..decode(1, 8)
+    }]);
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
+    // The next glimpse hands the step to the LLM: it catches up on the
+    // prompt and the SLM's step in one row whose last logits start its step.
+    s.update(&[SeqOutcome {
+        seq_id: 1,
+        route_to: Some(Model::Llm),
+        ..Default::default()
+    }]);
+    let plan = s.schedule();
+    assert!(plan.batch(Model::Slm).is_empty());
+    let row = &plan.batch(Model::Llm).rows[0];
+    assert_eq!(
+        (row.start_pos, row.token_ids.clone(), row.num_logits),
+        (0, vec![1, 2, 3, 4, 5, 7, 8], 1)
+    );
+    s.check_invariants().unwrap();
+}

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use glimprouter_core::Model;
 use serde::Serialize;
 
 use crate::disagreement::DisagreementResult;
@@ -21,6 +22,11 @@ pub struct EvalMeta {
     pub speculative_k: usize,
     pub slm: String,
     pub llm: String,
+    /// Who writes the answer after the marker in the routed runs (the
+    /// single-model baselines write their own).
+    pub answer_model: Model,
+    /// Whether the LLM caught up beside every glimpse (else on hand-over).
+    pub eager_catch_up: bool,
     /// How the `specreason` baseline scored steps.
     pub specreason_judge: String,
     /// Baselines of the paper this eval does not run, and why.
@@ -222,6 +228,16 @@ pub fn render_markdown(report: &EvalReport) -> String {
         m.slm,
         m.llm
     );
+    let _ = writeln!(
+        out,
+        "Routed runs: the answer after the marker is written by the {}; the LLM catches up on the SLM's tokens {}.\n",
+        m.answer_model.as_str().to_uppercase(),
+        if m.eager_catch_up {
+            "beside every glimpse (eager)"
+        } else {
+            "only when a step or the answer is handed to it (lazy)"
+        }
+    );
     for w in &m.warnings {
         let _ = writeln!(out, "**Warning: {w}.**\n");
     }
@@ -392,6 +408,8 @@ mod tests {
                 speculative_k: 3,
                 slm: "s".into(),
                 llm: "l".into(),
+                answer_model: Model::Slm,
+                eager_catch_up: false,
                 specreason_judge: "likelihood".into(),
                 not_run: vec!["RSD".into()],
                 warnings: vec!["stale tokenizer".into()],
@@ -445,6 +463,11 @@ mod tests {
     #[test]
     fn markdown_table_in_paper_order() {
         let md = render_markdown(&report());
+        assert!(
+            md.contains("answer after the marker is written by the SLM")
+                && md.contains("catches up on the SLM's tokens only when"),
+            "{md}"
+        );
         let rows: Vec<&str> = md
             .lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))

@@ -26,6 +26,7 @@ pub struct RoutingOverrides {
     pub answer_marker: Option<String>,
     pub answer_model: Option<Model>,
     pub max_steps: Option<usize>,
+    pub eager_catch_up: Option<bool>,
 }
 
 impl RoutingOverrides {
@@ -54,6 +55,9 @@ impl RoutingOverrides {
         }
         if let Some(v) = self.max_steps {
             out.max_steps = Some(v);
+        }
+        if let Some(v) = self.eager_catch_up {
+            out.eager_catch_up = v;
         }
         out
     }
