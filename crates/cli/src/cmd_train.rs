@@ -29,6 +29,22 @@ pub struct TrainArgs {
     /// following elapsed time (for shared machines).
     #[arg(long)]
     pub time_budget_s: Option<f64>,
+    /// Model width (default: the preset's); with the next four, the shape.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long)]
+    pub heads: Option<usize>,
+    #[arg(long)]
+    pub head_dim: Option<usize>,
+    /// MLP width (default: the preset's).
+    #[arg(long)]
+    pub intermediate: Option<usize>,
+    /// Stop after this many steps, with the learning rate still following
+    /// the full `--steps` schedule (default: the preset's).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     /// CPU threads for candle's kernels (sets RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -52,6 +68,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(every) = args.checkpoint_every {
         config.checkpoint_every = every;
+    }
+    let shape = [
+        (args.hidden, &mut config.hidden),
+        (args.layers, &mut config.layers),
+        (args.heads, &mut config.heads),
+        (args.head_dim, &mut config.head_dim),
+        (args.intermediate, &mut config.intermediate),
+    ];
+    for (arg, field) in shape {
+        if let Some(v) = arg {
+            *field = v;
+        }
+    }
+    if args.stop_after.is_some() {
+        config.stop_after = args.stop_after;
     }
     if args.time_budget_s.is_some() {
         config.time_budget_s = args.time_budget_s;

@@ -89,6 +89,12 @@ pub struct TrainConfig {
     /// only up to where they stopped.
     #[serde(default)]
     pub time_budget_s: Option<f64>,
+    /// Stop after this many steps of the `steps`-long schedule (the learning
+    /// rate still follows the full schedule). The SLM's accuracy changes
+    /// steeply in the last few percent of its run, so the bundled one is
+    /// taken part-way through the cosine's tail.
+    #[serde(default)]
+    pub stop_after: Option<usize>,
 }
 
 impl TrainConfig {
@@ -111,6 +117,7 @@ impl TrainConfig {
             slip_probability: DEFAULT_SLIP_PROBABILITY,
             checkpoint_every: 100,
             time_budget_s: None,
+            stop_after: None,
         };
         match name {
             "slm" => Ok(Self {
@@ -183,6 +190,9 @@ impl TrainConfig {
             return Err(TrainError::Invalid(
                 "steps, batch size and checkpoint interval must be positive".into(),
             ));
+        }
+        if self.stop_after == Some(0) {
+            return Err(TrainError::Invalid("stop_after must be positive".into()));
         }
         if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return Err(TrainError::Invalid("head_dim must be even".into()));
@@ -284,8 +294,11 @@ pub fn train(
             "config": config,
         })
     };
+    let last_step = config
+        .stop_after
+        .map_or(config.steps, |s| s.min(config.steps));
     let mut step = 0;
-    while step < config.steps {
+    while step < last_step {
         let progress_now = config.progress(step, started.elapsed().as_secs_f64());
         if progress_now >= 1.0 {
             break;
@@ -317,7 +330,7 @@ pub fn train(
         bar.inc(1);
         step += 1;
         let done = step;
-        if done % config.checkpoint_every == 0 && done < config.steps {
+        if done % config.checkpoint_every == 0 && done < last_step {
             write_hf_folder(
                 out_dir,
                 &varmap,

@@ -1,7 +1,7 @@
 //! Greedy equivalences the method promises (DESIGN.md's invariants).
 
 use glimprouter_core::params::Policy;
-use glimprouter_core::{Model, SamplingParams};
+use glimprouter_core::{Model, RoutingParams, SamplingParams};
 
 use crate::harness::*;
 
@@ -13,6 +13,10 @@ const PROMPTS: [&str; 4] = [
 ];
 
 fn outputs(policy: Policy, tau: f32, k: usize) -> Vec<Output> {
+    outputs_with(routing(policy, tau, k))
+}
+
+fn outputs_with(routing: RoutingParams) -> Vec<Output> {
     let engine = start(&config(pair()));
     let reqs = PROMPTS
         .iter()
@@ -22,7 +26,7 @@ fn outputs(policy: Policy, tau: f32, k: usize) -> Vec<Output> {
                 &format!("r{i}"),
                 prompt(&engine, p),
                 SamplingParams::greedy(48),
-                routing(policy, tau, k),
+                routing.clone(),
             )
         })
         .collect();
@@ -72,13 +76,7 @@ fn speculation_on_or_off_gives_identical_greedy_output() {
     let drafted: usize = spec.iter().map(|o| o.finished.routing.draft_tokens).sum();
     assert!(drafted > 0, "speculation actually ran");
     // Mixed routing with speculation inside LLM steps.
-    let h: Vec<f32> = outputs(Policy::Glimp, 0.0, 0)
-        .iter()
-        .flat_map(|o| o.finished.routing.h_init.clone())
-        .collect();
-    let mut sorted = h.clone();
-    sorted.sort_by(f32::total_cmp);
-    let tau = sorted[sorted.len() / 2];
+    let tau = median_h_init();
     let mixed_plain = outputs(Policy::Glimp, tau, 0);
     let mixed_spec = outputs(Policy::Glimp, tau, 2);
     assert_eq!(tokens(&mixed_plain), tokens(&mixed_spec));
@@ -91,6 +89,34 @@ fn speculation_on_or_off_gives_identical_greedy_output() {
         llm_steps > 0 && llm_steps < steps,
         "a median tau routes some steps each way ({llm_steps}/{steps})"
     );
+}
+
+/// The tau that routes about half of the glimpses to the LLM.
+fn median_h_init() -> f32 {
+    let mut h: Vec<f32> = outputs(Policy::Glimp, 0.0, 0)
+        .iter()
+        .flat_map(|o| o.finished.routing.h_init.clone())
+        .collect();
+    h.sort_by(f32::total_cmp);
+    h[h.len() / 2]
+}
+
+#[test]
+fn lazy_and_eager_catch_up_give_identical_greedy_output() {
+    let tau = median_h_init();
+    for k in [0, 2] {
+        let eager = outputs(Policy::Glimp, tau, k);
+        let lazy = outputs_with(RoutingParams {
+            eager_catch_up: false,
+            ..routing(Policy::Glimp, tau, k)
+        });
+        assert_eq!(tokens(&eager), tokens(&lazy), "k = {k}");
+        let writers = |o: &[Output]| o.iter().map(|o| o.writers.clone()).collect::<Vec<_>>();
+        assert_eq!(writers(&eager), writers(&lazy));
+        let llm_steps: usize = lazy.iter().map(|o| o.finished.routing.llm_steps).sum();
+        let steps: usize = lazy.iter().map(|o| o.finished.routing.steps).sum();
+        assert!(llm_steps > 0 && llm_steps < steps, "{llm_steps}/{steps}");
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn tiny(steps: usize) -> TrainConfig {
         slip_probability: 0.5,
         checkpoint_every: 1000,
         time_budget_s: None,
+        stop_after: None,
     }
 }
 
@@ -99,6 +100,50 @@ fn same_seed_gives_identical_weights() {
     train(&TrainConfig { seed: 6, ..tiny(2) }, &c, false).unwrap();
     assert_ne!(read(&a), read(&c));
     for d in [a, b, c] {
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
+
+#[test]
+fn stopping_early_keeps_the_full_schedule() {
+    let dirs = [
+        temp_dir("early-a"),
+        temp_dir("early-b"),
+        temp_dir("full"),
+        temp_dir("short"),
+    ];
+    let early = TrainConfig {
+        stop_after: Some(3),
+        ..tiny(5)
+    };
+    train(&early, &dirs[0], false).unwrap();
+    let report = train(&early, &dirs[1], false).unwrap();
+    train(&tiny(5), &dirs[2], false).unwrap();
+    train(&tiny(3), &dirs[3], false).unwrap();
+    assert_eq!(report.steps, 3);
+    let read = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(read(&dirs[0]), read(&dirs[1]), "reproducible");
+    assert_ne!(read(&dirs[0]), read(&dirs[2]), "it stopped before the end");
+    assert_ne!(
+        read(&dirs[0]),
+        read(&dirs[3]),
+        "its learning rate followed the 5-step schedule"
+    );
+    let state = std::fs::read_to_string(dirs[0].join("training_state.json")).unwrap();
+    assert!(
+        state.contains("\"stop_after\": 3") && state.contains("\"step\": 3"),
+        "{state}"
+    );
+    assert!(train(
+        &TrainConfig {
+            stop_after: Some(0),
+            ..tiny(5)
+        },
+        &dirs[0],
+        false
+    )
+    .is_err());
+    for d in dirs {
         std::fs::remove_dir_all(&d).ok();
     }
 }
