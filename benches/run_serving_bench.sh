@@ -95,7 +95,7 @@ tau_field=""
 if [[ -n $TAU ]]; then tau_field=", \"tau\": $TAU"; fi
 extra_body() {
     case "$1" in
-        llm) echo "{\"routing\": {\"policy\": \"llm\", \"speculative_k\": 0}}" ;;
+        llm) echo "{\"routing\": {\"policy\": \"llm\", \"speculative_k\": 0, \"answer_model\": \"llm\"}}" ;;
         glimp) echo "{\"routing\": {\"policy\": \"glimp\"$tau_field, \"speculative_k\": 0}}" ;;
         glimp-spec) echo "{\"routing\": {\"policy\": \"glimp\"$tau_field, \"speculative_k\": $SPEC_K}}" ;;
         *) echo "error: unknown policy $1" >&2; return 1 ;;
@@ -121,6 +121,24 @@ for policy in $POLICIES; do
             FAILED_RUNS+=("$policy c=$c")
         fi
     done
+done
+
+# Whole solutions at concurrency 32: no ignore_eos, so every request ends
+# at its own answer and the tokens counted are the ones a user wants (with
+# ignore_eos, whoever writes the answer also writes the filler after it).
+EOS_REPORTS=()
+for policy in $POLICIES; do
+    json="$OUT_DIR/${policy}-eos-c32.json"
+    echo "== $policy, concurrency 32, whole solutions"
+    if "$LOADTEST" --url "$URL" --endpoint completions \
+        --concurrency 32 --requests 128 --warmup 32 \
+        --max-tokens 200 "${PROMPT_ARGS[@]}" \
+        --extra-body "$(extra_body "$policy")" --label "$policy c=32 whole" --timeout 600 \
+        --no-progress --json "$json"; then
+        EOS_REPORTS+=("$json")
+    else
+        FAILED_RUNS+=("$policy c=32 whole")
+    fi
 done
 
 # ratio NAME A.json B.json: B/A of one metric, or "n/a".
@@ -177,6 +195,20 @@ fmt() { if [[ $1 == n/a ]]; then echo "n/a"; else printf '%.2fx' "$1"; fi; }
     for policy in glimp glimp-spec; do
         r=$(ratio output_throughput "$OUT_DIR/llm-c32.json" "$OUT_DIR/${policy}-c32.json")
         echo "| output tok/s at c=32 >= 1.3x llm-only | $policy | $(fmt "$r") | $(check "$r" ">=" 1.3) |"
+    done
+    echo
+    echo "## Whole solutions at c=32 (no ignore_eos, up to 200 tokens, 128 requests)"
+    echo
+    if ((${#EOS_REPORTS[@]} > 0)); then
+        "$LOADTEST" table "${EOS_REPORTS[@]}"
+    fi
+    echo
+    echo "| ratio to llm-only | policy | requests/s | output tok/s |"
+    echo "|---|---|---:|---:|"
+    for policy in glimp glimp-spec; do
+        rq=$(ratio request_throughput "$OUT_DIR/llm-eos-c32.json" "$OUT_DIR/${policy}-eos-c32.json")
+        rt=$(ratio output_throughput "$OUT_DIR/llm-eos-c32.json" "$OUT_DIR/${policy}-eos-c32.json")
+        echo "| whole solutions, c=32 | $policy | $(fmt "$rq") | $(fmt "$rt") |"
     done
     echo
     echo "Per-run JSON reports: \`$OUT_DIR/\`; compare two with \`glimp-loadtest compare A.json B.json\`."
