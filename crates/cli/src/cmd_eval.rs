@@ -76,6 +76,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         opts.auc_positions = n;
     }
     opts.temperature = args.temperature;
+    opts.spec_paused_above = config.engine.speculative_disable_by_batch_size;
     if args.sequential {
         opts.mode = LatencyMode::Sequential;
     }

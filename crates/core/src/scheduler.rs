@@ -41,6 +41,11 @@ pub struct SchedulerConfig {
     /// engine has the remote write the step, and resumes when the engine
     /// applies the reply as an ordinary [`SeqOutcome`].
     pub remote: [bool; 2],
+    /// Skip speculation in iterations where more than this many sequences
+    /// are running (vLLM's `speculative_disable_by_batch_size`, applied
+    /// per iteration). On compute-bound hardware a verify row of k+1 tokens
+    /// costs about k+1 decodes, which drafts only win back in small batches.
+    pub speculative_disable_by_batch_size: Option<usize>,
 }
 
 impl Default for SchedulerConfig {
@@ -53,6 +58,7 @@ impl Default for SchedulerConfig {
             enable_prefix_caching: true,
             tenant_weights: HashMap::new(),
             remote: [false, false],
+            speculative_disable_by_batch_size: None,
         }
     }
 }
@@ -129,6 +135,9 @@ pub struct Scheduler {
     running: Vec<SeqId>,
     admissions: u64,
     num_preemptions: u64,
+    /// This iteration skips speculation (see
+    /// [`SchedulerConfig::speculative_disable_by_batch_size`]).
+    speculation_off: bool,
 }
 
 /// Result of trying to place one running sequence in the plan.
@@ -186,6 +195,7 @@ impl Scheduler {
             running: Vec::new(),
             admissions: 0,
             num_preemptions: 0,
+            speculation_off: false,
         }
     }
 
@@ -286,6 +296,13 @@ impl Scheduler {
         for b in &mut plan.batches {
             b.rows.reserve(self.running.len());
         }
+        // Decided once per iteration from the load it starts with (running
+        // and waiting), so every sequence of a plan is treated alike.
+        let load = self.running.len() + self.waiting.len();
+        self.speculation_off = self
+            .config
+            .speculative_disable_by_batch_size
+            .is_some_and(|n| load > n);
         let mut budget = self.config.max_num_batched_tokens;
         // Sequences a remote writes are parked: never placed, never victims
         // (their reply must find them running).
@@ -448,6 +465,9 @@ impl Scheduler {
     /// 0 with a remote model, whose distributions are not at hand).
     fn draft_depth(&self, seq: &Sequence) -> usize {
         if seq.writer != Model::Llm || seq.awaiting_judge || self.config.remote.contains(&true) {
+            return 0;
+        }
+        if self.speculation_off {
             return 0;
         }
         seq.routing

@@ -24,6 +24,8 @@ struct Workload {
     spec_k: usize,
     /// The LLM is a remote tier: no LLM pool, its steps come back as replies.
     remote_llm: bool,
+    /// Speculation pauses above this load (None = never).
+    spec_off_above: Option<usize>,
 }
 
 fn workloads() -> impl Strategy<Value = Workload> {
@@ -37,9 +39,21 @@ fn workloads() -> impl Strategy<Value = Workload> {
         1usize..40,
         0usize..4,
         prop::bool::weighted(0.25),
+        prop::option::of(0usize..8),
     )
         .prop_map(
-            |(seed, block_size, b0, b1, budget, max_seqs, num_requests, spec_k, remote_llm)| {
+            |(
+                seed,
+                block_size,
+                b0,
+                b1,
+                budget,
+                max_seqs,
+                num_requests,
+                spec_k,
+                remote_llm,
+                spec_off_above,
+            )| {
                 Workload {
                     seed,
                     block_size,
@@ -52,6 +66,7 @@ fn workloads() -> impl Strategy<Value = Workload> {
                     num_requests,
                     spec_k,
                     remote_llm,
+                    spec_off_above,
                 }
             },
         )
@@ -224,6 +239,7 @@ fn run(w: &Workload) -> Result<(), String> {
         enable_prefix_caching: true,
         tenant_weights: HashMap::from([("acme".to_string(), 2.0)]),
         remote: [false, w.remote_llm],
+        speculative_disable_by_batch_size: w.spec_off_above,
     };
     let mut sched = Scheduler::new(config);
     let mut shadow = Shadow::default();

@@ -383,3 +383,72 @@ fn lazy_catch_up_leaves_the_llm_idle_until_a_step_is_handed_to_it() {
     );
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn speculation_pauses_while_more_sequences_run_than_the_configured_batch_size() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        speculative_disable_by_batch_size: Some(1),
+        ..config(64, 64)
+    });
+    let llm_seq = |id| {
+        let routing = RoutingParams {
+            speculative_k: 2,
+            ..RoutingParams::default()
+        };
+        Sequence::new(
+            id,
+            "t",
+            vec![1, 2, 3],
+            SamplingParams::greedy(16),
+            routing,
+            Model::Llm,
+        )
+    };
+    let kinds = |plan: &glimprouter_core::scheduler::IterationPlan| {
+        plan.batches
+            .iter()
+            .flat_map(|b| b.rows.iter().map(|r| r.kind))
+            .collect::<Vec<_>>()
+    };
+    s.add(llm_seq(1)).unwrap();
+    let plan = s.schedule();
+    assert_eq!(
+        kinds(&plan),
+        vec![RowKind::Draft { k: 2 }, RowKind::Verify { k: 2 }]
+    );
+    s.update(&[SeqOutcome {
+        seq_id: 1,
+        drafts: Some((2, 2)),
+        appended: vec![7, 8, 9],
+        writer: Some(Model::Llm),
+        ..Default::default()
+    }]);
+    // A second request arrives: two sequences exceed the limit of one, so
+    // both decode plainly; the SLM's KV simply falls behind.
+    s.add(llm_seq(2)).unwrap();
+    let plan = s.schedule();
+    assert_eq!(kinds(&plan), vec![RowKind::Decode, RowKind::Prefill]);
+    s.update(&[
+        SeqOutcome {
+            seq_id: 1,
+            appended: vec![10],
+            writer: Some(Model::Llm),
+            ..Default::default()
+        },
+        SeqOutcome {
+            seq_id: 2,
+            finished: true,
+            ..Default::default()
+        },
+    ]);
+    s.check_invariants().unwrap();
+    // Alone again: speculation resumes, the draft row first catching the
+    // SLM up on what it has not fed (its last draft, the bonus token and
+    // the plain decode's token).
+    let plan = s.schedule();
+    let d = &plan.batch(Model::Slm).rows[0];
+    assert_eq!(
+        (d.kind, d.start_pos, d.token_ids.clone()),
+        (RowKind::Draft { k: 2 }, 4, vec![8, 9, 10])
+    );
+}

@@ -181,6 +181,10 @@ pub struct EngineConfig {
     /// cores).
     #[serde(default)]
     pub num_threads: usize,
+    /// Skip speculation in iterations where more than this many sequences
+    /// are running (absent = always speculate when `speculative_k` > 0).
+    #[serde(default)]
+    pub speculative_disable_by_batch_size: Option<usize>,
 }
 
 fn default_served_model_name() -> String {
@@ -221,6 +225,7 @@ impl EngineConfig {
             enable_prefix_caching: true,
             routing: RoutingParams::default(),
             num_threads: 0,
+            speculative_disable_by_batch_size: None,
         }
     }
 

@@ -144,6 +144,7 @@ impl Engine {
             enable_prefix_caching: config.enable_prefix_caching,
             tenant_weights,
             remote: config.remote_tiers(),
+            speculative_disable_by_batch_size: config.speculative_disable_by_batch_size,
         };
         tracing::info!(
             slm_blocks = num_blocks[0],

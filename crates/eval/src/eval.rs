@@ -81,6 +81,7 @@ pub fn run_eval(
         llm: info.llm_name.clone(),
         answer_model: opts.base_routing.answer_model,
         eager_catch_up: opts.base_routing.eager_catch_up,
+        spec_paused_above: opts.spec_paused_above,
         specreason_judge: "LLM likelihood: score 9 * exp(mean LLM token log-probability of the SLM's step), \
                            rewritten by the LLM when below tau (the small models cannot follow a 0-9 scoring prompt)"
             .to_string(),

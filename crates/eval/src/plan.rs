@@ -48,6 +48,8 @@ pub struct EvalOptions {
     pub temperature: f32,
     /// Seconds one policy run may take before the eval gives up on it.
     pub run_timeout_s: u64,
+    /// The engine's `speculative_disable_by_batch_size`, for the report.
+    pub spec_paused_above: Option<usize>,
 }
 
 impl EvalOptions {
@@ -70,6 +72,7 @@ impl EvalOptions {
             step_max_tokens: 32,
             temperature: 0.0,
             run_timeout_s: 1800,
+            spec_paused_above: None,
             base_routing,
         }
     }

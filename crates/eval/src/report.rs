@@ -27,6 +27,8 @@ pub struct EvalMeta {
     pub answer_model: Model,
     /// Whether the LLM caught up beside every glimpse (else on hand-over).
     pub eager_catch_up: bool,
+    /// Speculation paused in iterations with more sequences than this.
+    pub spec_paused_above: Option<usize>,
     /// How the `specreason` baseline scored steps.
     pub specreason_judge: String,
     /// Baselines of the paper this eval does not run, and why.
@@ -238,6 +240,12 @@ pub fn render_markdown(report: &EvalReport) -> String {
             "only when a step or the answer is handed to it (lazy)"
         }
     );
+    if let Some(n) = m.spec_paused_above {
+        let _ = writeln!(
+            out,
+            "The `+spec` runs draft only in iterations with at most {n} sequences running or waiting (`speculative_disable_by_batch_size`); with all problems submitted at once that is the tail of each run.\n"
+        );
+    }
     for w in &m.warnings {
         let _ = writeln!(out, "**Warning: {w}.**\n");
     }
@@ -410,6 +418,7 @@ mod tests {
                 llm: "l".into(),
                 answer_model: Model::Slm,
                 eager_catch_up: false,
+                spec_paused_above: Some(8),
                 specreason_judge: "likelihood".into(),
                 not_run: vec!["RSD".into()],
                 warnings: vec!["stale tokenizer".into()],
@@ -465,7 +474,8 @@ mod tests {
         let md = render_markdown(&report());
         assert!(
             md.contains("answer after the marker is written by the SLM")
-                && md.contains("catches up on the SLM's tokens only when"),
+                && md.contains("catches up on the SLM's tokens only when")
+                && md.contains("at most 8 sequences running or waiting"),
             "{md}"
         );
         let rows: Vec<&str> = md

@@ -120,6 +120,45 @@ fn lazy_and_eager_catch_up_give_identical_greedy_output() {
 }
 
 #[test]
+fn speculation_paused_by_load_gives_the_same_greedy_output() {
+    // Four requests of different lengths against a limit of two: drafts
+    // start only once two have finished.
+    let run = |k: usize, limit: Option<usize>| {
+        let mut c = config(pair());
+        c.speculative_disable_by_batch_size = limit;
+        let engine = start(&c);
+        let reqs = PROMPTS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                request(
+                    &format!("r{i}"),
+                    prompt(&engine, p),
+                    SamplingParams::greedy(12 * (i + 1)),
+                    routing(Policy::Llm, 0.0, k),
+                )
+            })
+            .collect();
+        let out = run_all(&engine, reqs);
+        engine.shutdown();
+        out
+    };
+    let plain = run(0, None);
+    let paused = run(3, Some(2));
+    let always = run(3, None);
+    assert_eq!(tokens(&plain), tokens(&paused));
+    let drafted = |o: &[Output]| -> Vec<usize> {
+        o.iter().map(|o| o.finished.routing.draft_tokens).collect()
+    };
+    let (p, a) = (drafted(&paused), drafted(&always));
+    assert_eq!(p[0], 0, "the shortest request finished under load: {p:?}");
+    assert!(
+        p[3] > 0 && p[3] < a[3],
+        "the longest drafted once the load fell: {p:?} vs {a:?}"
+    );
+}
+
+#[test]
 fn a_request_gives_the_same_output_alone_and_among_31_others() {
     let engine = start(&config(pair()));
     let sampling = SamplingParams::greedy(40);
