@@ -41,9 +41,9 @@ pub struct SchedulerConfig {
     /// engine has the remote write the step, and resumes when the engine
     /// applies the reply as an ordinary [`SeqOutcome`].
     pub remote: [bool; 2],
-    /// Skip speculation in iterations where more than this many sequences
-    /// are running (vLLM's `speculative_disable_by_batch_size`, applied
-    /// per iteration). On compute-bound hardware a verify row of k+1 tokens
+    /// Skip speculation in iterations that start with more than this many
+    /// sequences running or waiting (vLLM's `speculative_disable_by_batch_size`,
+    /// applied per iteration). On compute-bound hardware a verify row of k+1 tokens
     /// costs about k+1 decodes, which drafts only win back in small batches.
     pub speculative_disable_by_batch_size: Option<usize>,
 }
