@@ -17,7 +17,16 @@ fn outputs(policy: Policy, tau: f32, k: usize) -> Vec<Output> {
 }
 
 fn outputs_with(routing: RoutingParams) -> Vec<Output> {
-    let engine = start(&config(pair()));
+    run_prompts(&config(pair()), routing, |_| 48)
+}
+
+/// Every prompt of [`PROMPTS`] at once, the i-th with `max_tokens(i)`.
+fn run_prompts(
+    config: &glimprouter_engine::EngineConfig,
+    routing: RoutingParams,
+    max_tokens: impl Fn(usize) -> usize,
+) -> Vec<Output> {
+    let engine = start(config);
     let reqs = PROMPTS
         .iter()
         .enumerate()
@@ -25,7 +34,7 @@ fn outputs_with(routing: RoutingParams) -> Vec<Output> {
             request(
                 &format!("r{i}"),
                 prompt(&engine, p),
-                SamplingParams::greedy(48),
+                SamplingParams::greedy(max_tokens(i)),
                 routing.clone(),
             )
         })
@@ -126,22 +135,7 @@ fn speculation_paused_by_load_gives_the_same_greedy_output() {
     let run = |k: usize, limit: Option<usize>| {
         let mut c = config(pair());
         c.speculative_disable_by_batch_size = limit;
-        let engine = start(&c);
-        let reqs = PROMPTS
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                request(
-                    &format!("r{i}"),
-                    prompt(&engine, p),
-                    SamplingParams::greedy(12 * (i + 1)),
-                    routing(Policy::Llm, 0.0, k),
-                )
-            })
-            .collect();
-        let out = run_all(&engine, reqs);
-        engine.shutdown();
-        out
+        run_prompts(&c, routing(Policy::Llm, 0.0, k), |i| 12 * (i + 1))
     };
     let plain = run(0, None);
     let paused = run(3, Some(2));

@@ -6,9 +6,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use glimprouter_engine::{Finished, TokenDelta};
-use tracing::Instrument;
 
-use super::{check_model, check_stream_options};
+use super::{check_model, check_stream_options, in_request_span};
 use crate::auth::Tenant;
 use crate::backend::Backend;
 use crate::error::ApiError;
@@ -39,14 +38,7 @@ pub async fn completions(
         tenant,
         arrival: request_id.arrival,
     };
-    let span = tracing::info_span!("request", id = %ctx.id, tenant = %ctx.tenant.0);
-    let result = handle(state, ctx, body, span.clone())
-        .instrument(span.clone())
-        .await;
-    if let Err(error) = &result {
-        span.in_scope(|| tracing::info!(status = error.status.as_u16(), error = %error.message, "request refused"));
-    }
-    result
+    in_request_span(ctx, |ctx, span| handle(state, ctx, body, span)).await
 }
 
 async fn handle(
