@@ -158,14 +158,21 @@ impl EngineCore {
     }
 
     fn abort(&mut self, id: SeqId) {
+        if let Some(mut state) = self.release(id) {
+            state.finish(FinishReason::Abort, None, &self.metrics);
+        }
+    }
+
+    /// Frees everything a request holds (blocks, a remote call in flight,
+    /// its id) and hands back its state, if it was still known.
+    fn release(&mut self, id: SeqId) -> Option<RequestState> {
         self.sched.abort(id);
         if let Some(remote) = self.remote.as_mut() {
             remote.cancel(id);
         }
-        if let Some(mut state) = self.requests.remove(&id) {
-            self.ids.remove(&state.request_id);
-            state.finish(FinishReason::Abort, None, &self.metrics);
-        }
+        let state = self.requests.remove(&id)?;
+        self.ids.remove(&state.request_id);
+        Some(state)
     }
 
     /// A caller that dropped its receiver (client gone) aborts its request.
@@ -853,12 +860,7 @@ impl EngineCore {
 
     /// Ends one request with an error and frees what it held.
     fn fail_request(&mut self, id: SeqId, e: EngineError) {
-        self.sched.abort(id);
-        if let Some(remote) = self.remote.as_mut() {
-            remote.cancel(id);
-        }
-        if let Some(state) = self.requests.remove(&id) {
-            self.ids.remove(&state.request_id);
+        if let Some(state) = self.release(id) {
             let _ = state.events.send(StreamEvent::Error(e));
         }
     }
