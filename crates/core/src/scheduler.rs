@@ -135,9 +135,6 @@ pub struct Scheduler {
     running: Vec<SeqId>,
     admissions: u64,
     num_preemptions: u64,
-    /// This iteration skips speculation (see
-    /// [`SchedulerConfig::speculative_disable_by_batch_size`]).
-    speculation_off: bool,
 }
 
 /// Result of trying to place one running sequence in the plan.
@@ -195,7 +192,6 @@ impl Scheduler {
             running: Vec::new(),
             admissions: 0,
             num_preemptions: 0,
-            speculation_off: false,
         }
     }
 
@@ -296,13 +292,6 @@ impl Scheduler {
         for b in &mut plan.batches {
             b.rows.reserve(self.running.len());
         }
-        // Decided once per iteration from the load it starts with (running
-        // and waiting), so every sequence of a plan is treated alike.
-        let load = self.running.len() + self.waiting.len();
-        self.speculation_off = self
-            .config
-            .speculative_disable_by_batch_size
-            .is_some_and(|n| load > n);
         let mut budget = self.config.max_num_batched_tokens;
         // Sequences a remote writes are parked: never placed, never victims
         // (their reply must find them running).
@@ -467,12 +456,23 @@ impl Scheduler {
         if seq.writer != Model::Llm || seq.awaiting_judge || self.config.remote.contains(&true) {
             return 0;
         }
-        if self.speculation_off {
+        if self.speculation_paused() {
             return 0;
         }
         seq.routing
             .speculative_k
             .min(seq.remaining_tokens().saturating_sub(1))
+    }
+
+    /// Whether the load (running + waiting) is above
+    /// [`SchedulerConfig::speculative_disable_by_batch_size`]. Building a plan
+    /// only moves sequences between the two (admission, preemption), so every
+    /// sequence of a plan gets the same answer.
+    fn speculation_paused(&self) -> bool {
+        let load = self.running.len() + self.waiting.len();
+        self.config
+            .speculative_disable_by_batch_size
+            .is_some_and(|n| load > n)
     }
 
     /// Rows a running sequence needs this iteration, given token budgets.

@@ -181,8 +181,9 @@ pub struct EngineConfig {
     /// cores).
     #[serde(default)]
     pub num_threads: usize,
-    /// Skip speculation in iterations where more than this many sequences
-    /// are running (absent = always speculate when `speculative_k` > 0).
+    /// Skip speculation in iterations that start with more than this many
+    /// sequences running or waiting (absent = always speculate when
+    /// `speculative_k` > 0).
     #[serde(default)]
     pub speculative_disable_by_batch_size: Option<usize>,
 }
