@@ -26,6 +26,26 @@ fn seq(id: SeqId, tenant: &str, prompt: Vec<u32>, max_tokens: usize) -> Sequence
     )
 }
 
+/// A sequence whose LLM catches up only when a step is handed to it.
+fn lazy_seq(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
+    let routing = RoutingParams {
+        eager_catch_up: false,
+        ..RoutingParams::default()
+    };
+    let sampling = SamplingParams::greedy(max_tokens);
+    Sequence::new(id, "t", prompt, sampling, routing, Model::Slm)
+}
+
+/// The glimpse hands the step to the LLM; the glimpsed token is dropped.
+fn glimpse_to_llm(id: SeqId) -> SeqOutcome {
+    SeqOutcome {
+        seq_id: id,
+        step_started: Some(Model::Llm),
+        route_to: Some(Model::Llm),
+        ..Default::default()
+    }
+}
+
 fn decode(id: SeqId, token: u32) -> SeqOutcome {
     SeqOutcome {
         seq_id: id,
@@ -196,19 +216,12 @@ fn a_request_that_can_never_fit_is_refused() {
 #[test]
 fn glimpse_routes_to_llm_which_catches_up_then_returns() {
     let mut s = Scheduler::new(config(64, 64));
-    // Without a shadow row beside the glimpse (see the test below), the LLM
-    // catches up lazily, once it writes.
-    let mut q = seq(1, "t", (0..6).collect(), 16);
-    q.glimpse_next = false;
-    s.add(q).unwrap();
+    // Lazy catch-up (no shadow row beside the glimpse, see the test below):
+    // the LLM catches up once it writes.
+    s.add(lazy_seq(1, (0..6).collect(), 16)).unwrap();
     s.schedule();
     // The glimpse goes to the LLM: the token is dropped, the LLM catches up.
-    s.update(&[SeqOutcome {
-        seq_id: 1,
-        step_started: Some(Model::Llm),
-        route_to: Some(Model::Llm),
-        ..Default::default()
-    }]);
+    s.update(&[glimpse_to_llm(1)]);
     let plan = s.schedule();
     assert!(plan.batch(Model::Slm).is_empty());
     let row = &plan.batch(Model::Llm).rows[0];
@@ -307,12 +320,9 @@ fn the_llm_catches_up_beside_a_glimpse_and_starts_its_step_at_once() {
     // The glimpse hands the step to the LLM, whose first token comes from
     // the shadow's logits in the same iteration.
     s.update(&[SeqOutcome {
-        seq_id: 1,
         appended: vec![9],
         writer: Some(Model::Llm),
-        step_started: Some(Model::Llm),
-        route_to: Some(Model::Llm),
-        ..Default::default()
+        ..glimpse_to_llm(1)
     }]);
     let plan = s.schedule();
     assert!(plan.batch(Model::Slm).is_empty());
@@ -336,19 +346,7 @@ fn the_llm_catches_up_beside_a_glimpse_and_starts_its_step_at_once() {
 #[test]
 fn lazy_catch_up_leaves_the_llm_idle_until_a_step_is_handed_to_it() {
     let mut s = Scheduler::new(config(64, 64));
-    let routing = RoutingParams {
-        eager_catch_up: false,
-        ..RoutingParams::default()
-    };
-    let lazy = Sequence::new(
-        1,
-        "t",
-        vec![1, 2, 3, 4, 5],
-        SamplingParams::greedy(8),
-        routing,
-        Model::Slm,
-    );
-    s.add(lazy).unwrap();
+    s.add(lazy_seq(1, vec![1, 2, 3, 4, 5], 8)).unwrap();
     // The first glimpse runs on the SLM alone: no LLM prefill of the prompt.
     let plan = s.schedule();
     assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
@@ -369,11 +367,7 @@ fn lazy_catch_up_leaves_the_llm_idle_until_a_step_is_handed_to_it() {
     assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
     // The next glimpse hands the step to the LLM: it catches up on the
     // prompt and the SLM's step in one row whose last logits start its step.
-    s.update(&[SeqOutcome {
-        seq_id: 1,
-        route_to: Some(Model::Llm),
-        ..Default::default()
-    }]);
+    s.update(&[glimpse_to_llm(1)]);
     let plan = s.schedule();
     assert!(plan.batch(Model::Slm).is_empty());
     let row = &plan.batch(Model::Llm).rows[0];
