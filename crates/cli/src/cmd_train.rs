@@ -42,7 +42,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub intermediate: Option<usize>,
     /// Stop after this many steps, with the learning rate still following
-    /// the full `--steps` schedule (default: the preset's).
+    /// the full `--steps` schedule (default: run the whole schedule).
     #[arg(long)]
     pub stop_after: Option<usize>,
     /// CPU threads for candle's kernels (sets RAYON_NUM_THREADS).

@@ -6,10 +6,10 @@
 //! what the request has left. The calls run on a small tokio runtime owned by
 //! the engine; replies come back over a channel the engine loop drains.
 //!
-//! The reply is text; the engine re-encodes it with the shared tokenizer. A
-//! matched stop string is reported the vLLM way (`finish_reason: "stop"` with
-//! `stop_reason` = the string, which the remote cut from the text); `"stop"`
-//! with no `stop_reason` is the model's EOS.
+//! The engine takes the reply's token ids when the server returns them
+//! (vLLM's `return_token_ids`, which glimprouter honours too); otherwise it
+//! re-encodes the text with the shared tokenizer, adding back the stop string
+//! the remote cut (read by [`parse_completion`]) or EOS.
 
 use std::collections::HashMap;
 use std::sync::Arc;

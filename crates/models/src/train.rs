@@ -90,9 +90,8 @@ pub struct TrainConfig {
     #[serde(default)]
     pub time_budget_s: Option<f64>,
     /// Stop after this many steps of the `steps`-long schedule (the learning
-    /// rate still follows the full schedule). The SLM's accuracy changes
-    /// steeply in the last few percent of its run, so the bundled one is
-    /// taken part-way through the cosine's tail.
+    /// rate still follows the full schedule): the checkpoint a longer run
+    /// has at that step, e.g. to sample a run part-way (docs/TRAINING.md).
     #[serde(default)]
     pub stop_after: Option<usize>,
 }
