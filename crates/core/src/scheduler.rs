@@ -46,6 +46,14 @@ pub struct SchedulerConfig {
     /// applied per iteration). On compute-bound hardware a verify row of k+1 tokens
     /// costs about k+1 decodes, which drafts only win back in small batches.
     pub speculative_disable_by_batch_size: Option<usize>,
+    /// Most tokens one sequence's prefill or catch-up row feeds in one
+    /// iteration (vLLM's `long_prefill_token_threshold`; None or 0 = no cap
+    /// beyond the budget). A long prompt then spreads over several
+    /// iterations instead of stalling every decode in one, which bounds the
+    /// inter-token latency of the running streams at the cost of the new
+    /// request's time to first token. Rows that must end at the last token
+    /// (decode, draft, verify, judge, shadow) are never split, so never capped.
+    pub long_prefill_token_threshold: Option<usize>,
 }
 
 impl Default for SchedulerConfig {
@@ -59,6 +67,7 @@ impl Default for SchedulerConfig {
             tenant_weights: HashMap::new(),
             remote: [false, false],
             speculative_disable_by_batch_size: None,
+            long_prefill_token_threshold: None,
         }
     }
 }
@@ -475,6 +484,14 @@ impl Scheduler {
             .is_some_and(|n| load > n)
     }
 
+    /// Most tokens a splittable row may feed this iteration.
+    fn chunk_cap(&self) -> usize {
+        match self.config.long_prefill_token_threshold {
+            Some(t) if t > 0 => t,
+            _ => usize::MAX,
+        }
+    }
+
     /// Rows a running sequence needs this iteration, given token budgets.
     fn plan_rows(&self, seq: &Sequence, budget: &[usize; 2], batch_rows: [usize; 2]) -> Rows {
         let len = seq.tokens.len();
@@ -500,7 +517,9 @@ impl Scheduler {
             let s = seq.tables[llm.idx()].computed_len.min(judge_from);
             if s < judge_from {
                 // Catch up on the context before the step first, in chunks.
-                let n = (judge_from - s).min(budget[llm.idx()]);
+                let n = (judge_from - s)
+                    .min(budget[llm.idx()])
+                    .min(self.chunk_cap());
                 if n == 0 {
                     return Rows::default();
                 }
@@ -568,7 +587,7 @@ impl Scheduler {
             return Rows::default();
         }
         let s = start(w);
-        let n = (len - s).min(budget[w.idx()]);
+        let n = (len - s).min(budget[w.idx()]).min(self.chunk_cap());
         if n == 0 {
             return Rows::default();
         }

@@ -26,6 +26,8 @@ struct Workload {
     remote_llm: bool,
     /// Speculation pauses above this load (None = never).
     spec_off_above: Option<usize>,
+    /// Longest prefill/catch-up row (None = budget only).
+    chunk_cap: Option<usize>,
 }
 
 fn workloads() -> impl Strategy<Value = Workload> {
@@ -40,6 +42,7 @@ fn workloads() -> impl Strategy<Value = Workload> {
         0usize..4,
         prop::bool::weighted(0.25),
         prop::option::of(0usize..8),
+        prop::option::of(1usize..24),
     )
         .prop_map(
             |(
@@ -53,6 +56,7 @@ fn workloads() -> impl Strategy<Value = Workload> {
                 spec_k,
                 remote_llm,
                 spec_off_above,
+                chunk_cap,
             )| {
                 Workload {
                     seed,
@@ -67,6 +71,7 @@ fn workloads() -> impl Strategy<Value = Workload> {
                     spec_k,
                     remote_llm,
                     spec_off_above,
+                    chunk_cap,
                 }
             },
         )
@@ -240,6 +245,7 @@ fn run(w: &Workload) -> Result<(), String> {
         tenant_weights: HashMap::from([("acme".to_string(), 2.0)]),
         remote: [false, w.remote_llm],
         speculative_disable_by_batch_size: w.spec_off_above,
+        long_prefill_token_threshold: w.chunk_cap,
     };
     let mut sched = Scheduler::new(config);
     let mut shadow = Shadow::default();
@@ -282,6 +288,17 @@ fn run(w: &Workload) -> Result<(), String> {
                 return Err(format!("{m:?} batch has {} rows", b.rows.len()));
             }
             for row in &b.rows {
+                let splittable = matches!(row.kind, RowKind::Prefill | RowKind::CatchUp);
+                if let (true, Some(chunk)) = (splittable, w.chunk_cap) {
+                    if row.token_ids.len() > chunk {
+                        return Err(format!(
+                            "iteration {iteration}: {:?} row of seq {} feeds {} tokens, cap {chunk}",
+                            row.kind,
+                            row.seq_id,
+                            row.token_ids.len()
+                        ));
+                    }
+                }
                 let cap = row.block_table.len() * w.block_size;
                 if row.start_pos + row.token_ids.len() > cap {
                     return Err(format!(

@@ -73,6 +73,36 @@ fn chunked_prefill_spans_iterations_and_only_the_last_chunk_gets_logits() {
 }
 
 #[test]
+fn long_prefill_threshold_spreads_a_new_prompt_while_a_stream_decodes_each_iteration() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        long_prefill_token_threshold: Some(6),
+        ..config(64, 64)
+    });
+    s.add(seq(1, "t", vec![1, 2, 3], 16)).unwrap();
+    // The short prompt fits under the cap in one row and starts decoding.
+    let plan = s.schedule();
+    assert_eq!(plan.batch(Model::Slm).rows[0].token_ids.len(), 3);
+    s.update(&[decode(1, 9)]);
+    s.add(seq(2, "t", (0..20).collect(), 4)).unwrap();
+    let mut chunks = vec![];
+    for iteration in 0..4 {
+        let plan = s.schedule();
+        let rows = &plan.batch(Model::Slm).rows;
+        let stream = rows.iter().find(|r| r.seq_id == 1).unwrap();
+        assert_eq!(stream.token_ids.len(), 1, "iteration {iteration}: the stream decodes");
+        let prompt = rows.iter().find(|r| r.seq_id == 2).unwrap();
+        chunks.push((prompt.start_pos, prompt.token_ids.len(), prompt.num_logits));
+        let mut outcomes = vec![decode(1, 9)];
+        if prompt.num_logits == 1 {
+            outcomes.push(decode(2, 7));
+        }
+        s.update(&outcomes);
+    }
+    assert_eq!(chunks, vec![(0, 6, 0), (6, 6, 0), (12, 6, 0), (18, 2, 1)]);
+    s.check_invariants().unwrap();
+}
+
+#[test]
 fn decode_rows_feed_the_last_token() {
     let mut s = Scheduler::new(config(64, 64));
     s.add(seq(1, "t", vec![1, 2, 3], 4)).unwrap();

@@ -186,6 +186,12 @@ pub struct EngineConfig {
     /// `speculative_k` > 0).
     #[serde(default)]
     pub speculative_disable_by_batch_size: Option<usize>,
+    /// Most tokens one request's prefill or catch-up feeds per iteration
+    /// (vLLM's `long_prefill_token_threshold`; absent or 0 = only the
+    /// batch budget caps it). Bounds the inter-token latency of running
+    /// streams while long prompts arrive, at the cost of their TTFT.
+    #[serde(default)]
+    pub long_prefill_token_threshold: Option<usize>,
 }
 
 fn default_served_model_name() -> String {
@@ -227,6 +233,7 @@ impl EngineConfig {
             routing: RoutingParams::default(),
             num_threads: 0,
             speculative_disable_by_batch_size: None,
+            long_prefill_token_threshold: None,
         }
     }
 

@@ -145,6 +145,7 @@ impl Engine {
             tenant_weights,
             remote: config.remote_tiers(),
             speculative_disable_by_batch_size: config.speculative_disable_by_batch_size,
+            long_prefill_token_threshold: config.long_prefill_token_threshold,
         };
         tracing::info!(
             slm_blocks = num_blocks[0],
