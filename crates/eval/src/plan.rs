@@ -2,6 +2,7 @@
 
 use glimprouter_core::params::Policy;
 use glimprouter_core::{Model, RoutingParams};
+use glimprouter_models::task::SOLUTION_MAX_TOKENS;
 use serde::Serialize;
 
 /// Held-out seed of the problem set. The trainer draws its documents from
@@ -67,7 +68,7 @@ impl EvalOptions {
             step_entropy_taus: vec![0.05, 0.1, 0.2, 0.4],
             step_ppl_taus: vec![1.05, 1.1, 1.25, 1.5],
             specreason_taus: vec![6.0, 7.0, 8.0, 8.5],
-            max_tokens: 200,
+            max_tokens: SOLUTION_MAX_TOKENS,
             auc_positions: 600,
             step_max_tokens: 32,
             temperature: 0.0,

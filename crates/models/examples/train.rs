@@ -2,14 +2,16 @@
 //!
 //! cargo run --release -p glimprouter-models --example train -- train slm models/slm [steps [checkpoint_every [time_budget_s]]]
 //! cargo run --release -p glimprouter-models --example train -- eval models/slm [n]
+//! cargo run --release -p glimprouter-models --example train -- steps models/slm [n]     (per-step disagreement, H_init AUC)
+//! cargo run --release -p glimprouter-models --example train -- failures models/slm [n]  (the problems it gets wrong)
 //! cargo run -p glimprouter-models --example train -- prompts benches/task_prompts.jsonl
 //! cargo run -p glimprouter-models --example train -- tokenizer models/slm   (rewrites the tokenizer files)
 
 use std::path::PathBuf;
 
 use glimprouter_models::task::{
-    build_task_tokenizer, generate_problems, write_prompts_jsonl, write_tokenizer_files,
-    STEP_SEPARATOR,
+    build_task_tokenizer, check_answer, generate_problems, write_prompts_jsonl,
+    write_tokenizer_files, MAX_OPS, SOLUTION_MAX_TOKENS, STEP_SEPARATOR,
 };
 use glimprouter_models::train::check::{auc, load_checkpoint};
 use glimprouter_models::train::{train, TrainConfig};
@@ -44,17 +46,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
             let problems = generate_problems(EVAL_SEED, n);
             if let Some(p) = problems.first() {
-                println!("{}{}", p.prompt, ckpt.greedy(&p.prompt, 200)?);
+                println!(
+                    "{}{}",
+                    p.prompt,
+                    ckpt.greedy(&p.prompt, SOLUTION_MAX_TOKENS)?
+                );
             }
             println!("accuracy {:.3} over {n}", ckpt.greedy_accuracy(&problems)?);
+        }
+        Some("failures") if args.len() >= 2 => {
+            let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
+            let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
+            for p in generate_problems(EVAL_SEED, n) {
+                let out = ckpt.greedy(&p.prompt, SOLUTION_MAX_TOKENS)?;
+                if !check_answer(&p, &out) {
+                    println!(
+                        "=== {:?}\nref {:?}\ngot {:?}",
+                        p.prompt,
+                        p.solution_text(),
+                        out
+                    );
+                }
+            }
         }
         Some("steps") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
             let (mut rows, mut first_word_differs, mut shown) = (Vec::new(), 0, 0);
+            // [differing, total] by the step's index in its solution.
+            let mut by_index = [[0usize; 2]; MAX_OPS + 1];
             for p in generate_problems(EVAL_SEED, n) {
                 let mut prefix = p.prompt.clone();
-                for step in &p.solution_steps {
+                for (i, step) in p.solution_steps.iter().enumerate() {
                     let (mine, entropy) = ckpt.greedy_step(&prefix, 40)?;
                     let differs = mine != *step;
                     if differs && mine.split(' ').next() != step.split(' ').next() {
@@ -65,10 +88,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         println!("H={entropy:.3} ref {step:?} got {mine:?}");
                     }
                     rows.push((entropy, differs));
+                    by_index[i][0] += usize::from(differs);
+                    by_index[i][1] += 1;
                     prefix.push_str(step);
                     prefix.push_str(STEP_SEPARATOR);
                 }
             }
+            let by_index: Vec<String> = by_index
+                .iter()
+                .map(|[differ, total]| format!("{differ}/{total}"))
+                .collect();
+            println!("differing by step index: {}", by_index.join(" "));
             let differ = rows.iter().filter(|r| r.1).count();
             println!(
                 "steps {} differing from reference {differ} ({:.3}), {first_word_differs} of them in the first word; AUC of first-token entropy {:?}",
@@ -85,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             write_prompts_jsonl(&PathBuf::from(&args[1]), PROMPTS_SEED, PROMPTS)?;
         }
         _ => {
-            eprintln!("usage: train train slm|llm OUT [STEPS [CHECKPOINT_EVERY [TIME_BUDGET_S]]] | train eval DIR [N] | train steps DIR [N] | train prompts FILE | train tokenizer DIR");
+            eprintln!("usage: train train slm|llm OUT [STEPS [CHECKPOINT_EVERY [TIME_BUDGET_S]]] | train eval DIR [N] | train steps DIR [N] | train failures DIR [N] | train prompts FILE | train tokenizer DIR");
             std::process::exit(2);
         }
     }

@@ -27,8 +27,12 @@ pub const ANSWER_PREFIX: &str = "Answer:";
 
 /// Largest value any number in a problem can take (two digits).
 const MAX_VALUE: u32 = 99;
-const MIN_OPS: usize = 3;
-const MAX_OPS: usize = 6;
+/// Operations per problem.
+pub const MIN_OPS: usize = 3;
+pub const MAX_OPS: usize = 6;
+/// A completion budget that fits any solution with room to spare: up to
+/// MAX_OPS steps of 13 tokens, a slip and its correction, the answer line.
+pub const SOLUTION_MAX_TOKENS: usize = 200;
 
 /// One problem of the task, in the form the eval and load tester consume.
 #[derive(Debug, Clone, PartialEq, Eq)]

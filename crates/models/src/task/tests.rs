@@ -50,8 +50,8 @@ fn steps_follow_the_format_and_compute_the_answer() {
         assert!(problem.prompt.ends_with(STEP_SEPARATOR));
         let n = problem.solution_steps.len();
         assert!(
-            (4..=7).contains(&n),
-            "3..=6 operations plus the answer line"
+            (MIN_OPS + 1..=MAX_OPS + 1).contains(&n),
+            "MIN_OPS..=MAX_OPS operations plus the answer line"
         );
         for step in &problem.solution_steps {
             assert!(!step.contains('\n'), "a step is one line: {step:?}");

@@ -10,7 +10,7 @@ use candle_transformers::models::qwen3;
 use tokenizers::Tokenizer;
 
 use super::{masked_cross_entropy, TokenizedDoc, TrainError};
-use crate::task::{check_answer, Problem, EOS_TOKEN, STEP_SEPARATOR};
+use crate::task::{check_answer, Problem, EOS_TOKEN, SOLUTION_MAX_TOKENS, STEP_SEPARATOR};
 
 /// Area under the ROC curve of `score` for predicting `label` (ties count
 /// half); `None` without both classes.
@@ -184,7 +184,7 @@ impl LoadedCheckpoint {
     pub fn greedy_accuracy(&self, problems: &[Problem]) -> Result<f64, TrainError> {
         let mut right = 0usize;
         for p in problems {
-            if check_answer(p, &self.greedy(&p.prompt, 200)?) {
+            if check_answer(p, &self.greedy(&p.prompt, SOLUTION_MAX_TOKENS)?) {
                 right += 1;
             }
         }
