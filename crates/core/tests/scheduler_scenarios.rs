@@ -89,7 +89,11 @@ fn long_prefill_threshold_spreads_a_new_prompt_while_a_stream_decodes_each_itera
         let plan = s.schedule();
         let rows = &plan.batch(Model::Slm).rows;
         let stream = rows.iter().find(|r| r.seq_id == 1).unwrap();
-        assert_eq!(stream.token_ids.len(), 1, "iteration {iteration}: the stream decodes");
+        assert_eq!(
+            stream.token_ids.len(),
+            1,
+            "iteration {iteration}: the stream decodes"
+        );
         let prompt = rows.iter().find(|r| r.seq_id == 2).unwrap();
         chunks.push((prompt.start_pos, prompt.token_ids.len(), prompt.num_logits));
         let mut outcomes = vec![decode(1, 9)];
