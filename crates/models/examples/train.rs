@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use glimprouter_models::task::{
-    build_task_tokenizer, check_answer, generate_problems, write_prompts_jsonl,
-    write_tokenizer_files, MAX_OPS, SOLUTION_MAX_TOKENS, STEP_SEPARATOR,
+    build_task_tokenizer, generate_problems, write_prompts_jsonl, write_tokenizer_files, MAX_OPS,
+    SOLUTION_MAX_TOKENS,
 };
 use glimprouter_models::train::check::{auc, load_checkpoint};
 use glimprouter_models::train::{train, TrainConfig};
@@ -57,49 +57,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("failures") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            for p in generate_problems(EVAL_SEED, n) {
-                let out = ckpt.greedy(&p.prompt, SOLUTION_MAX_TOKENS)?;
-                if !check_answer(&p, &out) {
-                    println!(
-                        "=== {:?}\nref {:?}\ngot {:?}",
-                        p.prompt,
-                        p.solution_text(),
-                        out
-                    );
-                }
+            let problems = generate_problems(EVAL_SEED, n);
+            for (p, out) in ckpt.wrong_answers(&problems)? {
+                println!(
+                    "=== {:?}\nref {:?}\ngot {:?}",
+                    p.prompt,
+                    p.solution_text(),
+                    out
+                );
             }
         }
         Some("steps") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let (mut rows, mut first_word_differs, mut shown) = (Vec::new(), 0, 0);
+            let checks = ckpt.step_agreement(&generate_problems(EVAL_SEED, n))?;
+            for c in checks.iter().filter(|c| c.differs()).take(6) {
+                println!("H={:.3} ref {:?} got {:?}", c.entropy, c.reference, c.mine);
+            }
             // [differing, total] by the step's index in its solution.
             let mut by_index = [[0usize; 2]; MAX_OPS + 1];
-            for p in generate_problems(EVAL_SEED, n) {
-                let mut prefix = p.prompt.clone();
-                for (i, step) in p.solution_steps.iter().enumerate() {
-                    let (mine, entropy) = ckpt.greedy_step(&prefix, 40)?;
-                    let differs = mine != *step;
-                    if differs && mine.split(' ').next() != step.split(' ').next() {
-                        first_word_differs += 1;
-                    }
-                    if differs && shown < 6 {
-                        shown += 1;
-                        println!("H={entropy:.3} ref {step:?} got {mine:?}");
-                    }
-                    rows.push((entropy, differs));
-                    by_index[i][0] += usize::from(differs);
-                    by_index[i][1] += 1;
-                    prefix.push_str(step);
-                    prefix.push_str(STEP_SEPARATOR);
-                }
+            for c in &checks {
+                by_index[c.index][0] += usize::from(c.differs());
+                by_index[c.index][1] += 1;
             }
             let by_index: Vec<String> = by_index
                 .iter()
                 .map(|[differ, total]| format!("{differ}/{total}"))
                 .collect();
             println!("differing by step index: {}", by_index.join(" "));
-            let differ = rows.iter().filter(|r| r.1).count();
+            let rows: Vec<(f32, bool)> = checks.iter().map(|c| (c.entropy, c.differs())).collect();
+            let differ = checks.iter().filter(|c| c.differs()).count();
+            let first_word_differs = checks.iter().filter(|c| c.first_word_differs()).count();
             println!(
                 "steps {} differing from reference {differ} ({:.3}), {first_word_differs} of them in the first word; AUC of first-token entropy {:?}",
                 rows.len(),

@@ -164,30 +164,67 @@ impl LoadedCheckpoint {
     }
 
     /// For every reference step of `problems`, the model's own version of
-    /// it given the reference prefix: (first-token entropy, differs from the
-    /// reference). A quick stand-in for the router's disagreement signal.
-    pub fn step_agreement(&self, problems: &[Problem]) -> Result<Vec<(f32, bool)>, TrainError> {
-        let mut rows = Vec::new();
+    /// it given the reference prefix. A quick stand-in for the router's
+    /// disagreement signal.
+    pub fn step_agreement(&self, problems: &[Problem]) -> Result<Vec<StepCheck>, TrainError> {
+        let mut checks = Vec::new();
         for p in problems {
             let mut prefix = p.prompt.clone();
-            for step in &p.solution_steps {
+            for (index, step) in p.solution_steps.iter().enumerate() {
                 let (mine, entropy) = self.greedy_step(&prefix, 40)?;
-                rows.push((entropy, mine != *step));
+                checks.push(StepCheck {
+                    index,
+                    reference: step.clone(),
+                    mine,
+                    entropy,
+                });
                 prefix.push_str(step);
                 prefix.push_str(STEP_SEPARATOR);
             }
         }
-        Ok(rows)
+        Ok(checks)
+    }
+
+    /// The problems whose greedy completion does not check, with that
+    /// completion.
+    pub fn wrong_answers<'p>(
+        &self,
+        problems: &'p [Problem],
+    ) -> Result<Vec<(&'p Problem, String)>, TrainError> {
+        let mut wrong = Vec::new();
+        for p in problems {
+            let out = self.greedy(&p.prompt, SOLUTION_MAX_TOKENS)?;
+            if !check_answer(p, &out) {
+                wrong.push((p, out));
+            }
+        }
+        Ok(wrong)
     }
 
     /// Fraction of `problems` whose greedy completion checks.
     pub fn greedy_accuracy(&self, problems: &[Problem]) -> Result<f64, TrainError> {
-        let mut right = 0usize;
-        for p in problems {
-            if check_answer(p, &self.greedy(&p.prompt, SOLUTION_MAX_TOKENS)?) {
-                right += 1;
-            }
-        }
-        Ok(right as f64 / problems.len().max(1) as f64)
+        let wrong = self.wrong_answers(problems)?.len();
+        Ok((problems.len() - wrong) as f64 / problems.len().max(1) as f64)
+    }
+}
+
+/// One reference step and the model's own version of it (`step_agreement`).
+#[derive(Debug, Clone)]
+pub struct StepCheck {
+    /// The step's index in its solution.
+    pub index: usize,
+    pub reference: String,
+    pub mine: String,
+    /// Entropy of the model's first token (H_init), in nats.
+    pub entropy: f32,
+}
+
+impl StepCheck {
+    pub fn differs(&self) -> bool {
+        self.mine != self.reference
+    }
+
+    pub fn first_word_differs(&self) -> bool {
+        self.mine.split(' ').next() != self.reference.split(' ').next()
     }
 }
