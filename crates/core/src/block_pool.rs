@@ -166,6 +166,20 @@ impl BlockPool {
         self.cached.insert(hash, block);
     }
 
+    /// Forgets every cached prefix no running sequence holds (vLLM's
+    /// `reset_prefix_cache`), so the next requests start cold; blocks in use
+    /// stay findable. Returns how many cached blocks were forgotten.
+    pub fn reset_prefix_cache(&mut self) -> usize {
+        let mut forgotten = 0;
+        for meta in self.blocks.iter_mut().filter(|m| m.ref_count == 0) {
+            if let Some(h) = meta.hash.take() {
+                self.cached.remove(&h);
+                forgotten += 1;
+            }
+        }
+        forgotten
+    }
+
     /// The hash a block is cached under, if any.
     pub fn hash_of(&self, block: BlockId) -> Option<BlockHash> {
         self.blocks[block as usize].hash
@@ -296,6 +310,22 @@ mod tests {
         assert_eq!(pool.lookup(42), None, "reuse evicts the hash");
         assert_eq!(pool.evictions(), 1);
         pool.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn reset_forgets_free_cached_blocks_and_keeps_held_ones() {
+        let mut pool = BlockPool::new(4, 16);
+        let held = pool.allocate().unwrap();
+        let freed = pool.allocate().unwrap();
+        pool.register(held, 1);
+        pool.register(freed, 2);
+        pool.release(freed);
+        assert_eq!(pool.reset_prefix_cache(), 1);
+        assert_eq!(pool.lookup(2), None, "a freed prefix is forgotten");
+        assert_eq!(pool.lookup(1), Some(held), "a held prefix stays");
+        assert_eq!(pool.num_free(), 3, "no block changes hands");
+        pool.check_consistency().unwrap();
+        assert_eq!(pool.reset_prefix_cache(), 0);
     }
 
     #[test]

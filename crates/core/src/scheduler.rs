@@ -216,6 +216,15 @@ impl Scheduler {
         &self.pools[model.idx()]
     }
 
+    /// Forgets both models' cached prefixes that no sequence holds; returns
+    /// how many blocks were forgotten.
+    pub fn reset_prefix_cache(&mut self) -> usize {
+        self.pools
+            .iter_mut()
+            .map(BlockPool::reset_prefix_cache)
+            .sum()
+    }
+
     pub fn seq(&self, id: SeqId) -> Option<&Sequence> {
         self.seqs.get(&id)
     }

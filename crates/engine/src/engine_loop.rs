@@ -98,6 +98,9 @@ impl EngineCore {
                     self.abort(id);
                 }
             }
+            Command::ResetPrefixCache { reply } => {
+                let _ = reply.send(self.sched.reset_prefix_cache());
+            }
             Command::Shutdown => {
                 let ids: Vec<SeqId> = self.requests.keys().copied().collect();
                 for id in ids {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crossbeam::channel::Sender;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{EngineError, GenerateRequest, StreamEvent};
 use crate::info::EngineInfo;
@@ -18,6 +18,10 @@ pub(crate) enum Command {
     },
     Abort {
         request_id: String,
+    },
+    /// Forget cached prefixes; the reply is how many blocks were forgotten.
+    ResetPrefixCache {
+        reply: oneshot::Sender<usize>,
     },
     Shutdown,
 }
@@ -53,6 +57,19 @@ impl EngineHandle {
         let _ = self.commands.send(Command::Abort {
             request_id: request_id.to_string(),
         });
+    }
+
+    /// Forgets the cached prefixes of both models that no running request
+    /// holds, between benchmark runs for instance, so that a run does not
+    /// find the prompts of the one before it cached (vLLM's
+    /// `reset_prefix_cache`). The receiver yields how many blocks were
+    /// forgotten once the engine thread has done it.
+    pub fn reset_prefix_cache(&self) -> Result<oneshot::Receiver<usize>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ResetPrefixCache { reply })
+            .map_err(|_| EngineError::Unavailable("engine thread has stopped".into()))?;
+        Ok(rx)
     }
 
     /// Asks the engine thread to stop after aborting everything still running.

@@ -120,3 +120,42 @@ fn shutdown_ends_requests_in_flight() {
     let out = collect(rx);
     assert_eq!(out.finished.reason, FinishReason::Abort);
 }
+
+#[test]
+fn reset_prefix_cache_makes_the_next_run_of_a_prompt_start_cold() {
+    let pair = pair();
+    let engine = start(&config(pair));
+    // Three full 16-token blocks of prompt, then a greedy reply.
+    let ids: Vec<u32> = prompt(&engine, &"add 1 2 , ".repeat(12))[..48].to_vec();
+    let run = |n: usize| {
+        let r = request(
+            &format!("cold-{n}"),
+            ids.clone(),
+            SamplingParams::greedy(2),
+            routing(Policy::Llm, 0.0, 0),
+        );
+        run_all(&engine, vec![r]);
+        counter(&engine, "glimp:prefix_cache_hits_total")
+    };
+    let cold = run(0);
+    let warm = run(1);
+    assert!(
+        warm > cold,
+        "a repeated prompt hits the cache: {cold} -> {warm}"
+    );
+    let forgotten = engine
+        .reset_prefix_cache()
+        .expect("engine running")
+        .blocking_recv()
+        .expect("engine replies");
+    assert!(
+        forgotten >= 3,
+        "the prompt's blocks are forgotten: {forgotten}"
+    );
+    assert_eq!(
+        run(2),
+        warm,
+        "after the reset the same prompt finds nothing"
+    );
+    engine.shutdown();
+}
