@@ -2,18 +2,15 @@
 //! disagreement AUC, then the report and its files.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use glimprouter_core::params::Policy;
-use glimprouter_core::{RoutingParams, SamplingParams};
 use glimprouter_engine::EngineHandle;
 use glimprouter_models::task::{generate_problems, Problem, UNK_TOKEN};
 
 use crate::disagreement::measure_disagreement;
-use crate::driver::run_requests;
-use crate::plan::{glimp_default, other_runs, random_at, EvalOptions, LatencyMode};
+use crate::plan::{glimp_default, other_runs, random_at, EvalOptions};
 use crate::plots::{plot_h_init_histogram, plot_pareto};
-use crate::policy_run::{encode, evaluate_policy, request, PolicyResult};
+use crate::policy_run::{encode, evaluate_policy, PolicyResult};
 use crate::report::{
     beat_glimp, checks, front, render_markdown, set_latency_ratios, EvalMeta, EvalReport,
 };
@@ -31,7 +28,6 @@ pub fn run_eval(
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    warm_prefix_cache(engine, &problems, opts)?;
 
     let mut policies: Vec<PolicyResult> = Vec::new();
     let mut llm_traces: Vec<String> = Vec::new();
@@ -128,38 +124,6 @@ fn tokenizer_warnings(
         })
         .into_iter()
         .collect())
-}
-
-/// Prefills every prompt into both models' prefix caches (one token each),
-/// so no policy pays the prompts' prefill that a later one gets for free.
-fn warm_prefix_cache(
-    engine: &EngineHandle,
-    problems: &[Problem],
-    opts: &EvalOptions,
-) -> Result<(), EvalError> {
-    let mut requests = Vec::new();
-    for problem in problems {
-        let ids = encode(engine, &problem.prompt)?;
-        for policy in [Policy::Slm, Policy::Llm] {
-            let routing = RoutingParams {
-                policy,
-                speculative_k: 0,
-                ..opts.base_routing.clone()
-            };
-            requests.push(request(ids.clone(), SamplingParams::greedy(1), routing));
-        }
-    }
-    let timeout = Duration::from_secs(opts.run_timeout_s);
-    let outcomes = run_requests(engine, requests, LatencyMode::Batched, timeout)
-        .map_err(|e| e.during("warm-up"))?;
-    if let Some(Err(e)) = outcomes
-        .iter()
-        .map(|o| o.result.as_ref())
-        .find(|r| r.is_err())
-    {
-        return Err(EvalError::WarmUp(e.clone()));
-    }
-    Ok(())
 }
 
 /// The files an eval wrote, and the figures it could not draw.

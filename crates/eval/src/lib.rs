@@ -41,8 +41,8 @@ pub enum EvalError {
         what: String,
         source: Box<EvalError>,
     },
-    #[error("warming the prefix cache: a request failed: {0}")]
-    WarmUp(String),
+    #[error("engine: {0}")]
+    Engine(String),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,

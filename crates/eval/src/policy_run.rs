@@ -62,7 +62,58 @@ pub struct PolicyResult {
     pub length_finishes: usize,
     /// Wall clock of the whole run (first submit to last finish).
     pub wall_s: f64,
+    /// What each local model's forwards processed during the run.
+    pub forward: ForwardWork,
+    /// LLM forward tokens over the LLM-only run's.
+    pub llm_forward_tokens_vs_llm_only: Option<f64>,
     pub per_problem: Vec<ProblemRecord>,
+}
+
+/// Tokens fed through each model's forwards (prompts, catch-ups, decodes,
+/// drafts and verifies alike) and the seconds those forwards took, read
+/// from the engine's `glimp:iteration_tokens_total` and
+/// `glimp:forward_seconds`. The written-token shares say who wrote the
+/// answer; these say who did the work, which on a compute-bound device is
+/// what latency follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ForwardWork {
+    pub slm_tokens: f64,
+    pub llm_tokens: f64,
+    pub slm_seconds: f64,
+    pub llm_seconds: f64,
+}
+
+impl ForwardWork {
+    /// The engine's totals so far.
+    pub fn read(engine: &EngineHandle) -> Self {
+        let m = engine.metrics();
+        let tokens = |model: &str| {
+            m.iteration_tokens
+                .with_label_values(&[model])
+                .get_sample_sum()
+        };
+        let seconds = |model: &str| {
+            m.forward_seconds
+                .with_label_values(&[model])
+                .get_sample_sum()
+        };
+        Self {
+            slm_tokens: tokens("slm"),
+            llm_tokens: tokens("llm"),
+            slm_seconds: seconds("slm"),
+            llm_seconds: seconds("llm"),
+        }
+    }
+
+    /// The work done between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            slm_tokens: self.slm_tokens - earlier.slm_tokens,
+            llm_tokens: self.llm_tokens - earlier.llm_tokens,
+            slm_seconds: self.slm_seconds - earlier.slm_seconds,
+            llm_seconds: self.llm_seconds - earlier.llm_seconds,
+        }
+    }
 }
 
 /// Runs `run` over `problems`; returns its row and every completion text.
@@ -87,6 +138,16 @@ pub fn evaluate_policy(
             Ok(request(prompt_ids, sampling, run.routing.clone()))
         })
         .collect::<Result<Vec<_>, EvalError>>()?;
+    // Every run starts cold: the runs share the problems, and a prompt cached
+    // by the run before would spare a later run its prefill.
+    engine
+        .reset_prefix_cache()
+        .map_err(|e| EvalError::Engine(e.to_string()))?
+        .blocking_recv()
+        .map_err(|_| {
+            EvalError::Engine("engine stopped before resetting its prefix cache".into())
+        })?;
+    let work_before = ForwardWork::read(engine);
     let started = Instant::now();
     let outcomes = run_requests(
         engine,
@@ -96,7 +157,8 @@ pub fn evaluate_policy(
     )
     .map_err(|e| e.during(&run.label))?;
     let wall_s = started.elapsed().as_secs_f64();
-    let result = summarize(run, problems, &outcomes, wall_s);
+    let mut result = summarize(run, problems, &outcomes, wall_s);
+    result.forward = ForwardWork::read(engine).since(&work_before);
     let texts = outcomes.into_iter().map(|o| o.text).collect();
     Ok((result, texts))
 }
@@ -178,6 +240,8 @@ pub fn summarize(
         errors: per_problem.iter().filter(|r| r.error.is_some()).count(),
         length_finishes: per_problem.iter().filter(|r| r.finish == "length").count(),
         wall_s,
+        forward: ForwardWork::default(),
+        llm_forward_tokens_vs_llm_only: None,
         per_problem,
     }
 }

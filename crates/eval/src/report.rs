@@ -104,13 +104,15 @@ pub fn find<'a>(
         .find(|p| p.label == label && (tau.is_none() || p.tau == tau))
 }
 
-/// Fills `latency_vs_llm_only` of every row from the `llm-only` row.
+/// Fills `latency_vs_llm_only` and `llm_forward_tokens_vs_llm_only` of
+/// every row from the `llm-only` row.
 pub fn set_latency_ratios(policies: &mut [PolicyResult]) {
-    let base = find(policies, "llm-only", None)
-        .map(|p| p.mean_latency_s)
-        .filter(|&l| l > 0.0);
+    let llm_only = find(policies, "llm-only", None);
+    let base = llm_only.map(|p| p.mean_latency_s).filter(|&l| l > 0.0);
+    let base_tokens = llm_only.map(|p| p.forward.llm_tokens).filter(|&t| t > 0.0);
     for p in policies.iter_mut() {
         p.latency_vs_llm_only = base.map(|b| p.mean_latency_s / b);
+        p.llm_forward_tokens_vs_llm_only = base_tokens.map(|b| p.forward.llm_tokens / b);
     }
 }
 
@@ -198,6 +200,40 @@ pub fn checks(
 }
 
 /// Where rows go in the table: the paper's order, baselines first.
+/// The tokens each model's forwards processed per run: routing that hands
+/// few steps to the LLM can still have it read most of every problem.
+fn render_work(out: &mut String, rows: &[&PolicyResult]) {
+    let _ = writeln!(out, "\n## Forward work per model\n");
+    let _ = writeln!(
+        out,
+        "Tokens through each model's forwards (prompts, catch-ups, decodes, drafts and verifies) and those forwards' seconds, from the engine's metrics.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| policy | tau | SLM forward tokens | LLM forward tokens | LLM forward tokens vs LLM-only | SLM forward s | LLM forward s |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for p in rows {
+        let name = if p.speculative_k > 0 {
+            format!("{} (k={})", p.label, p.speculative_k)
+        } else {
+            p.label.clone()
+        };
+        let tau = p.tau.map_or("-".to_string(), |t| t.to_string());
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} |",
+            name,
+            tau,
+            p.forward.slm_tokens,
+            p.forward.llm_tokens,
+            opt(p.llm_forward_tokens_vs_llm_only, |r| format!("{r:.2}x")),
+            p.forward.slm_seconds,
+            p.forward.llm_seconds
+        );
+    }
+}
+
 fn row_order(label: &str) -> usize {
     RUN_LABELS
         .iter()
@@ -260,7 +296,7 @@ pub fn render_markdown(report: &EvalReport) -> String {
             .cmp(&row_order(&b.label))
             .then(a.tau.unwrap_or(0.0).total_cmp(&b.tau.unwrap_or(0.0)))
     });
-    for p in rows {
+    for &p in &rows {
         let tau = match (p.tau, p.random_p) {
             (Some(t), _) if p.label == "glimp" && t == m.default_tau => format!("{t} (default)"),
             (Some(t), _) => t.to_string(),
@@ -295,6 +331,8 @@ pub fn render_markdown(report: &EvalReport) -> String {
     for line in &m.not_run {
         let _ = writeln!(out, "Not run: {line}.");
     }
+
+    render_work(&mut out, &rows);
 
     let d = &report.disagreement;
     let _ = writeln!(out, "\n## H_init predicts disagreement\n");
@@ -359,6 +397,7 @@ pub fn render_markdown(report: &EvalReport) -> String {
 mod tests {
     use super::*;
     use crate::disagreement::summarize;
+    use crate::policy_run::ForwardWork;
 
     fn row(
         label: &str,
@@ -389,6 +428,13 @@ mod tests {
             errors: 0,
             length_finishes: 0,
             wall_s: 1.0,
+            forward: ForwardWork {
+                slm_tokens: 100.0 * (1.0 - llm_step_share),
+                llm_tokens: 100.0 * llm_step_share,
+                slm_seconds: 0.1,
+                llm_seconds: 0.2,
+            },
+            llm_forward_tokens_vs_llm_only: None,
             per_problem: Vec::new(),
         }
     }
@@ -440,6 +486,12 @@ mod tests {
         };
         assert_eq!(ratio("llm-only", None), Some(1.0));
         assert_eq!(ratio("glimp", Some(1.0)), Some(0.6));
+        let work = |label: &str, tau: Option<f32>| {
+            find(&r.policies, label, tau).and_then(|p| p.llm_forward_tokens_vs_llm_only)
+        };
+        assert_eq!(work("llm-only", None), Some(1.0));
+        assert_eq!(work("glimp", Some(0.5)), Some(0.5)); // 50 of 100 tokens
+        assert_eq!(work("slm-only", None), Some(0.0));
         let c: Vec<(Option<f64>, bool)> = r
             .checks
             .iter()
@@ -466,6 +518,27 @@ mod tests {
         assert_eq!(
             front,
             vec!["slm-only@None", "glimp+spec@Some(1.0)", "glimp@Some(0.5)"]
+        );
+    }
+
+    #[test]
+    fn forward_work_section_lists_every_run_against_llm_only() {
+        let md = render_markdown(&report());
+        let section = md
+            .split("## Forward work per model")
+            .nth(1)
+            .expect("section present");
+        assert!(
+            section.contains("| llm-only | - | 0 | 100 | 1.00x | 0.10 | 0.20 |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| glimp | 0.5 | 50 | 50 | 0.50x |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| glimp+spec (k=3) | 1 | 70 | 30 | 0.30x |"),
+            "{section}"
         );
     }
 

@@ -103,6 +103,31 @@ fn tiny_eval_reports_every_policy_with_consistent_numbers() {
     assert_eq!(by("slm-only").llm_token_share, 0.0);
     assert_eq!(by("llm-only").llm_token_share, 1.0);
     assert_eq!(by("llm-only").latency_vs_llm_only, Some(1.0));
+    // Forward work: each baseline runs only its own model, which reads a
+    // prompt and all but the last written token, so at least as many tokens
+    // as it wrote.
+    let written = |label: &str| -> usize {
+        by(label)
+            .per_problem
+            .iter()
+            .map(|r| r.slm_tokens + r.llm_tokens)
+            .sum()
+    };
+    let llm_only = by("llm-only").forward;
+    assert_eq!(llm_only.slm_tokens, 0.0, "{llm_only:?}");
+    assert!(
+        llm_only.llm_tokens >= written("llm-only") as f64,
+        "{llm_only:?}"
+    );
+    assert!(llm_only.llm_seconds > 0.0);
+    assert_eq!(by("llm-only").llm_forward_tokens_vs_llm_only, Some(1.0));
+    let slm_only = by("slm-only").forward;
+    assert_eq!(slm_only.llm_tokens, 0.0, "{slm_only:?}");
+    assert!(
+        slm_only.slm_tokens >= written("slm-only") as f64,
+        "{slm_only:?}"
+    );
+    assert_eq!(by("slm-only").llm_forward_tokens_vs_llm_only, Some(0.0));
     assert!(by("llm-only")
         .per_problem
         .iter()
@@ -152,14 +177,23 @@ fn tiny_eval_reports_every_policy_with_consistent_numbers() {
         ] {
             assert!(p[key].as_f64().is_some(), "{key} in {p}");
         }
+        assert!(p["forward"]["llm_tokens"].as_f64().is_some(), "{p}");
     }
     let md = std::fs::read_to_string(out.join("results.md")).expect("markdown");
     assert!(md.contains("| policy | tau | accuracy |"), "{md}");
-    assert_eq!(
-        md.lines().filter(|l| l.starts_with("| glimp |")).count(),
-        2,
-        "{md}"
-    );
+    let (table, work) = md
+        .split_once("## Forward work per model")
+        .expect("forward work section");
+    for section in [table, work] {
+        assert_eq!(
+            section
+                .lines()
+                .filter(|l| l.starts_with("| glimp |"))
+                .count(),
+            2,
+            "{md}"
+        );
+    }
     // Figures are drawn unless this machine has no fonts (then they are reported).
     for name in ["pareto.png", "h_init_hist.png"] {
         let drawn = out.join(name).exists();
