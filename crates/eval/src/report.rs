@@ -93,6 +93,15 @@ pub fn run_name(p: &PolicyResult) -> String {
     }
 }
 
+/// The label a table row shows: with the draft depth for speculating runs.
+fn table_name(p: &PolicyResult) -> String {
+    if p.speculative_k > 0 {
+        format!("{} (k={})", p.label, p.speculative_k)
+    } else {
+        p.label.clone()
+    }
+}
+
 /// The first row with `label` (and `tau`, when given).
 pub fn find<'a>(
     policies: &'a [PolicyResult],
@@ -199,7 +208,6 @@ pub fn checks(
     ]
 }
 
-/// Where rows go in the table: the paper's order, baselines first.
 /// The tokens each model's forwards processed per run: routing that hands
 /// few steps to the LLM can still have it read most of every problem.
 fn render_work(out: &mut String, rows: &[&PolicyResult]) {
@@ -214,11 +222,7 @@ fn render_work(out: &mut String, rows: &[&PolicyResult]) {
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     for p in rows {
-        let name = if p.speculative_k > 0 {
-            format!("{} (k={})", p.label, p.speculative_k)
-        } else {
-            p.label.clone()
-        };
+        let name = table_name(p);
         let tau = p.tau.map_or("-".to_string(), |t| t.to_string());
         let _ = writeln!(
             out,
@@ -234,6 +238,7 @@ fn render_work(out: &mut String, rows: &[&PolicyResult]) {
     }
 }
 
+/// Where rows go in the table: the paper's order, baselines first.
 fn row_order(label: &str) -> usize {
     RUN_LABELS
         .iter()
@@ -303,11 +308,7 @@ pub fn render_markdown(report: &EvalReport) -> String {
             (None, Some(rp)) => format!("p={rp:.2}"),
             (None, None) => "-".to_string(),
         };
-        let name = if p.speculative_k > 0 {
-            format!("{} (k={})", p.label, p.speculative_k)
-        } else {
-            p.label.clone()
-        };
+        let name = table_name(p);
         let _ = writeln!(
             out,
             "| {} | {} | {:.1}% | {:.3} s | {:.3} s | {} | {:.2} | {:.2} |",
