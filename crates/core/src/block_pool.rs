@@ -15,7 +15,8 @@ const NIL: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PrefixCacheStats {
-    /// Prompt tokens looked up in the cache.
+    /// Tokens looked up in the cache: a prompt at admission, or all a
+    /// request holds when a model joins it later.
     pub queries: u64,
     /// Of those, tokens found cached.
     pub hits: u64,

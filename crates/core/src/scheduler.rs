@@ -322,6 +322,7 @@ impl Scheduler {
         let mut i = 0;
         while i < order.len() {
             let id = order[i];
+            self.match_prefix_on_join(id);
             match self.place_running(id, &mut budget, &mut plan) {
                 Placement::Scheduled | Placement::Skipped | Placement::Remote => i += 1,
                 Placement::OutOfBlocks => {
@@ -642,6 +643,28 @@ impl Scheduler {
             && !seq.awaiting_judge
             && !self.config.remote.contains(&true)
             && matches!(seq.routing.policy, Policy::Glimp | Policy::Random)
+    }
+
+    /// A model that joins a running sequence for the first time (glimp's
+    /// LLM catching up lazily, a judge) reuses the cached full blocks of
+    /// what the sequence holds so far, as admission does for the models it
+    /// feeds: a prompt the LLM has seen before is not computed again.
+    fn match_prefix_on_join(&mut self, id: SeqId) {
+        if !self.config.enable_prefix_caching {
+            return;
+        }
+        let seq = self.seqs.get_mut(&id).expect("running sequence exists");
+        let joining = if seq.awaiting_judge {
+            Model::Llm
+        } else {
+            seq.writer
+        };
+        let m = joining.idx();
+        let table = &mut seq.tables[m];
+        if self.config.remote[m] || !table.is_empty() || table.computed_len != 0 {
+            return;
+        }
+        table.match_prefix(&mut self.pools[m], &seq.tokens, &seq.tenant);
     }
 
     fn place_running(

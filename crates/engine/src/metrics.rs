@@ -135,7 +135,7 @@ impl EngineMetrics {
             prefix_cache_queries: counter_vec(
                 &r,
                 "glimp:prefix_cache_queries_total",
-                "Prompt tokens looked up in the prefix cache.",
+                "Tokens looked up in the prefix cache (a prompt at admission, or what a request holds when a model joins it).",
                 &["model"],
             ),
             prefix_cache_hits: counter_vec(

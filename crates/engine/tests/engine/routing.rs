@@ -266,3 +266,54 @@ fn judged_policies_keep_or_rewrite_every_step_at_the_extremes() {
         }
     }
 }
+
+/// glimp's LLM joins a request only when a step is handed to it; it then
+/// reuses the prompt blocks an earlier request left in its prefix cache,
+/// and writes exactly what it writes with nothing cached.
+#[test]
+fn lazy_llm_catch_up_reuses_a_cached_prompt_losslessly() {
+    let pair = pair();
+    let mut cfg = config(pair);
+    cfg.routing.eager_catch_up = false;
+    let engine = start(&cfg);
+    // Three full 16-token blocks of prompt.
+    let ids: Vec<u32> = prompt(&engine, &"add 1 2 , ".repeat(12))[..48].to_vec();
+    let lazy_glimp = RoutingParams {
+        eager_catch_up: false,
+        ..routing(Policy::Glimp, f32::NEG_INFINITY, 0)
+    };
+    let glimp_request = |id: &str| {
+        request(
+            id,
+            ids.clone(),
+            SamplingParams::greedy(8),
+            lazy_glimp.clone(),
+        )
+    };
+
+    // Only the LLM has seen the prompt: the SLM opens the glimp request
+    // without a hit, so every hit after this is the LLM's catch-up.
+    run_all(
+        &engine,
+        vec![request(
+            "seen",
+            ids.clone(),
+            SamplingParams::greedy(2),
+            routing(Policy::Llm, 0.0, 0),
+        )],
+    );
+    let before = counter(&engine, "glimp:prefix_cache_hits_total");
+    let with_cache = run_all(&engine, vec![glimp_request("with-cache")]);
+    let hits = counter(&engine, "glimp:prefix_cache_hits_total") - before;
+    engine.shutdown();
+    assert!(
+        hits >= 32.0,
+        "the catch-up found the prompt's blocks: {hits} tokens"
+    );
+
+    let fresh = start(&cfg);
+    let without_cache = run_all(&fresh, vec![glimp_request("without-cache")]);
+    fresh.shutdown();
+    assert_eq!(with_cache[0].tokens, without_cache[0].tokens);
+    assert!(with_cache[0].writers.iter().all(|w| *w == Model::Llm));
+}
