@@ -322,7 +322,7 @@ impl Scheduler {
         let mut i = 0;
         while i < order.len() {
             let id = order[i];
-            self.match_prefix_on_join(id);
+            self.match_cached_prefix(id);
             match self.place_running(id, &mut budget, &mut plan) {
                 Placement::Scheduled | Placement::Skipped | Placement::Remote => i += 1,
                 Placement::OutOfBlocks => {
@@ -645,26 +645,29 @@ impl Scheduler {
             && matches!(seq.routing.policy, Policy::Glimp | Policy::Random)
     }
 
-    /// A model that joins a running sequence for the first time (glimp's
-    /// LLM catching up lazily, a judge) reuses the cached full blocks of
-    /// what the sequence holds so far, as admission does for the models it
-    /// feeds: a prompt the LLM has seen before is not computed again.
-    fn match_prefix_on_join(&mut self, id: SeqId) {
+    /// Every local model the sequence's next rows feed and that holds none
+    /// of it yet reuses the cached full blocks of what the sequence holds:
+    /// all of them at admission, and later a model that joins (glimp's LLM
+    /// on the first step handed to it with lazy catch-up, a judge's LLM), so
+    /// a prompt a model has seen before is not computed again.
+    fn match_cached_prefix(&mut self, id: SeqId) {
         if !self.config.enable_prefix_caching {
             return;
         }
-        let seq = self.seqs.get_mut(&id).expect("running sequence exists");
-        let joining = if seq.awaiting_judge {
-            Model::Llm
-        } else {
-            seq.writer
-        };
-        let m = joining.idx();
-        let table = &mut seq.tables[m];
-        if self.config.remote[m] || !table.is_empty() || table.computed_len != 0 {
-            return;
+        let seq = &self.seqs[&id];
+        let fed = Model::BOTH.map(|m| {
+            let table = &seq.tables[m.idx()];
+            !self.config.remote[m.idx()]
+                && table.is_empty()
+                && table.computed_len == 0
+                && (m == seq.writer
+                    || (m == Model::Llm && (seq.awaiting_judge || self.shadows_glimpse(seq)))
+                    || (m == Model::Slm && self.draft_depth(seq) > 0))
+        });
+        let seq = self.seqs.get_mut(&id).expect("sequence exists");
+        for m in Model::BOTH.into_iter().filter(|m| fed[m.idx()]) {
+            seq.tables[m.idx()].match_prefix(&mut self.pools[m.idx()], &seq.tokens, &seq.tenant);
         }
-        table.match_prefix(&mut self.pools[m], &seq.tokens, &seq.tenant);
     }
 
     fn place_running(
@@ -734,22 +737,7 @@ impl Scheduler {
             }
             // Reuse cached prefixes in every table the first rows will feed,
             // then plan the sequence exactly like a running one.
-            let drafting = self.draft_depth(&self.seqs[&id]) > 0;
-            let shadowing = self.shadows_glimpse(&self.seqs[&id]);
-            let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
-            if self.config.enable_prefix_caching {
-                for m in Model::BOTH {
-                    let fed =
-                        m == w || (drafting && m == Model::Slm) || (shadowing && m == Model::Llm);
-                    if !self.config.remote[m.idx()] && fed {
-                        seq.tables[m.idx()].match_prefix(
-                            &mut self.pools[m.idx()],
-                            &seq.tokens,
-                            &seq.tenant,
-                        );
-                    }
-                }
-            }
+            self.match_cached_prefix(id);
             match self.place_running(id, budget, plan) {
                 Placement::Scheduled | Placement::Remote => {
                     self.waiting.pop(&tenant);
