@@ -46,6 +46,11 @@ pub fn prompt(engine: &EngineHandle, text: &str) -> Vec<u32> {
         .expect("encodes")
 }
 
+/// A prompt of exactly three full 16-token blocks, for prefix-cache tests.
+pub fn three_block_prompt(engine: &EngineHandle) -> Vec<u32> {
+    prompt(engine, &"add 1 2 , ".repeat(12))[..48].to_vec()
+}
+
 pub fn request(
     id: &str,
     prompt_ids: Vec<u32>,

@@ -125,8 +125,7 @@ fn shutdown_ends_requests_in_flight() {
 fn reset_prefix_cache_makes_the_next_run_of_a_prompt_start_cold() {
     let pair = pair();
     let engine = start(&config(pair));
-    // Three full 16-token blocks of prompt, then a greedy reply.
-    let ids: Vec<u32> = prompt(&engine, &"add 1 2 , ".repeat(12))[..48].to_vec();
+    let ids = three_block_prompt(&engine);
     let run = |n: usize| {
         let r = request(
             &format!("cold-{n}"),

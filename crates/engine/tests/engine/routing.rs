@@ -276,8 +276,7 @@ fn lazy_llm_catch_up_reuses_a_cached_prompt_losslessly() {
     let mut cfg = config(pair);
     cfg.routing.eager_catch_up = false;
     let engine = start(&cfg);
-    // Three full 16-token blocks of prompt.
-    let ids: Vec<u32> = prompt(&engine, &"add 1 2 , ".repeat(12))[..48].to_vec();
+    let ids = three_block_prompt(&engine);
     let lazy_glimp = RoutingParams {
         eager_catch_up: false,
         ..routing(Policy::Glimp, f32::NEG_INFINITY, 0)
