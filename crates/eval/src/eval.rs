@@ -12,7 +12,7 @@ use crate::plan::{glimp_default, other_runs, random_at, EvalOptions};
 use crate::plots::{plot_h_init_histogram, plot_pareto};
 use crate::policy_run::{encode, evaluate_policy, PolicyResult};
 use crate::report::{
-    beat_glimp, checks, front, render_markdown, set_latency_ratios, EvalMeta, EvalReport,
+    beat_glimp, checks, front, render_markdown, set_ratios_to_llm_only, EvalMeta, EvalReport,
 };
 use crate::EvalError;
 
@@ -55,7 +55,7 @@ pub fn run_eval(
         }
         record(result);
     }
-    set_latency_ratios(&mut policies);
+    set_ratios_to_llm_only(&mut policies);
 
     tracing::info!(
         positions = opts.auc_positions,

@@ -115,7 +115,7 @@ pub fn find<'a>(
 
 /// Fills `latency_vs_llm_only` and `llm_forward_tokens_vs_llm_only` of
 /// every row from the `llm-only` row.
-pub fn set_latency_ratios(policies: &mut [PolicyResult]) {
+pub fn set_ratios_to_llm_only(policies: &mut [PolicyResult]) {
     let llm_only = find(policies, "llm-only", None);
     let base = llm_only.map(|p| p.mean_latency_s).filter(|&l| l > 0.0);
     let base_tokens = llm_only.map(|p| p.forward.llm_tokens).filter(|&t| t > 0.0);
@@ -450,7 +450,7 @@ mod tests {
             row("glimp+spec", Some(1.0), 0.9, 1.0, 0.3),
             row("specreason", Some(7.0), 0.6, 2.4, 0.6),
         ];
-        set_latency_ratios(&mut policies);
+        set_ratios_to_llm_only(&mut policies);
         let disagreement = summarize(0, Vec::new());
         EvalReport {
             meta: EvalMeta {
