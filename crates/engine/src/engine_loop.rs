@@ -203,7 +203,7 @@ impl EngineCore {
     }
 
     fn iteration(&mut self) -> Result<(), EngineError> {
-        let plan = self.sched.schedule();
+        let mut plan = self.sched.schedule();
         if plan.is_empty() {
             self.dispatch_remote();
             self.wait_outside();
@@ -215,36 +215,39 @@ impl EngineCore {
             }
         }
 
-        let slm_batch = &plan.batches[Model::Slm.idx()];
-        let mut llm_batch = plan.batches[Model::Llm.idx()].clone();
-        let speculating = llm_batch
-            .rows
-            .iter()
-            .any(|r| matches!(r.kind, RowKind::Verify { .. }));
-        let both = !slm_batch.is_empty() && !llm_batch.is_empty();
-        let (slm_logits, drafts, llm_logits) = if speculating || !both {
-            // Verify rows carry the SLM's drafts: the SLM goes first.
-            let slm_logits = self.forward(Model::Slm, slm_batch)?;
-            let drafts = self.run_drafts(slm_batch, &slm_logits)?;
-            for row in &mut llm_batch.rows {
-                if let RowKind::Verify { .. } = row.kind {
-                    if let Some(d) = drafts.get(&row.seq_id) {
-                        row.token_ids.extend_from_slice(&d.tokens);
-                    }
+        // Verify rows carry the SLM's drafts, so the draft rows (and their
+        // k - 1 draft passes) run first; the rest of the SLM batch then runs
+        // beside the LLM's forward, verify included, so that the SLM's
+        // decodes overlap the LLM's work instead of waiting on it.
+        let (draft_rows, slm_rows): (Vec<BatchRow>, Vec<BatchRow>) =
+            std::mem::take(&mut plan.batches[Model::Slm.idx()].rows)
+                .into_iter()
+                .partition(|r| matches!(r.kind, RowKind::Draft { .. }));
+        let slm_batch = ModelBatch { rows: slm_rows };
+        let mut llm_batch = std::mem::take(&mut plan.batches[Model::Llm.idx()]);
+        let drafts = self.run_drafts(ModelBatch { rows: draft_rows })?;
+        for row in &mut llm_batch.rows {
+            if let RowKind::Verify { .. } = row.kind {
+                if let Some(d) = drafts.get(&row.seq_id) {
+                    row.token_ids.extend_from_slice(&d.tokens);
                 }
             }
-            let llm_logits = self.forward(Model::Llm, &llm_batch)?;
-            (slm_logits, drafts, llm_logits)
+        }
+        let (slm_logits, llm_logits) = if slm_batch.is_empty() || llm_batch.is_empty() {
+            (
+                self.forward(Model::Slm, &slm_batch)?,
+                self.forward(Model::Llm, &llm_batch)?,
+            )
         } else {
-            // Independent batches: run the two forwards side by side, so
-            // each one's serial stretches overlap the other's work.
+            // Side by side, so each one's serial stretches overlap the
+            // other's work.
             let metrics = &self.metrics;
             let [slm_runner, llm_runner] = &mut self.runners;
             let (slm, llm) = rayon::join(
-                || run_forward(slm_runner, Model::Slm, slm_batch, metrics),
+                || run_forward(slm_runner, Model::Slm, &slm_batch, metrics),
                 || run_forward(llm_runner, Model::Llm, &llm_batch, metrics),
             );
-            (slm?, HashMap::new(), llm?)
+            (slm?, llm?)
         };
 
         // The LLM's logits beside each glimpse (shadow rows), by sequence.
@@ -260,7 +263,7 @@ impl EngineCore {
         let mut outcomes = Vec::new();
         offset = 0;
         for row in &slm_batch.rows {
-            if row.num_logits > 0 && !matches!(row.kind, RowKind::Draft { .. }) {
+            if row.num_logits > 0 {
                 let shadow = shadows.get(&row.seq_id).map(|&i| llm_logits.row(i));
                 if let Some(o) = self.on_slm_token(row.seq_id, slm_logits.row(offset), shadow) {
                     outcomes.push(o);
@@ -312,16 +315,17 @@ impl EngineCore {
     }
 
     /// The SLM drafts k tokens for each LLM-queue sequence: the first from
-    /// this iteration's SLM batch, the rest in k - 1 small batched forwards.
-    fn run_drafts(
-        &mut self,
-        slm_batch: &ModelBatch,
-        logits: &Logits,
-    ) -> Result<HashMap<SeqId, Drafted>, EngineError> {
+    /// the forward of the draft rows (which also feed the SLM the tokens it
+    /// has not seen), the rest in k - 1 single-token batched forwards.
+    fn run_drafts(&mut self, batch: ModelBatch) -> Result<HashMap<SeqId, Drafted>, EngineError> {
         let mut drafts: HashMap<SeqId, Drafted> = HashMap::new();
+        if batch.is_empty() {
+            return Ok(drafts);
+        }
+        let logits = self.forward(Model::Slm, &batch)?;
         let mut templates: Vec<(&BatchRow, usize)> = Vec::new();
         let mut offset = 0;
-        for row in &slm_batch.rows {
+        for row in &batch.rows {
             if let RowKind::Draft { k } = row.kind {
                 let d = self.draw_draft(row.seq_id, logits.row(offset));
                 drafts.insert(row.seq_id, d);
