@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// Sampling temperature of every run (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// Rounds of every run; each row is the run's median round (default 3,
+    /// or 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: Option<u64>,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -74,6 +78,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.auc_positions {
         opts.auc_positions = n;
+    }
+    if let Some(n) = args.repeats {
+        opts.repeats = n as usize;
     }
     opts.temperature = args.temperature;
     opts.spec_paused_above = config.engine.speculative_disable_by_batch_size;

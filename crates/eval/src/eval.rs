@@ -11,9 +11,8 @@ use crate::disagreement::measure_disagreement;
 use crate::plan::{glimp_default, other_runs, random_at, EvalOptions};
 use crate::plots::{plot_h_init_histogram, plot_pareto};
 use crate::policy_run::{encode, evaluate_policy, PolicyResult};
-use crate::report::{
-    beat_glimp, checks, front, render_markdown, set_ratios_to_llm_only, EvalMeta, EvalReport,
-};
+use crate::report::{beat_glimp, checks, front, render_markdown, EvalMeta, EvalReport};
+use crate::rounds::median_rounds;
 use crate::EvalError;
 
 /// Runs the eval on a started engine. `quick` is only recorded.
@@ -29,33 +28,47 @@ pub fn run_eval(
         tracing::warn!("{w}");
     }
 
-    let mut policies: Vec<PolicyResult> = Vec::new();
-    let mut llm_traces: Vec<String> = Vec::new();
-    let mut record = |result: PolicyResult| {
+    let record = |round: usize, result: &PolicyResult| {
         tracing::info!(
-            run = %crate::report::run_name(&result),
+            round = round + 1,
+            run = %crate::report::run_name(result),
             accuracy = format!("{:.3}", result.accuracy),
             mean_latency_s = format!("{:.3}", result.mean_latency_s),
             llm_step_share = format!("{:.3}", result.llm_step_share),
             wall_s = format!("{:.1}", result.wall_s),
             "policy done"
         );
-        policies.push(result);
     };
 
-    let (glimp, _) = evaluate_policy(engine, &problems, &glimp_default(opts), opts)?;
+    // glimp at the default tau runs first: random routing is matched to
+    // its LLM step share (of the first round).
+    let glimp_run = glimp_default(opts);
+    let (glimp, _) = evaluate_policy(engine, &problems, &glimp_run, opts)?;
+    record(0, &glimp);
     let share = glimp.llm_step_share as f32;
-    record(glimp);
-    let (random, _) = evaluate_policy(engine, &problems, &random_at(opts, share), opts)?;
-    record(random);
-    for run in other_runs(opts) {
-        let (result, texts) = evaluate_policy(engine, &problems, &run, opts)?;
-        if run.label == "llm-only" {
-            llm_traces = texts;
+    let mut runs = vec![glimp_run, random_at(opts, share)];
+    runs.extend(other_runs(opts));
+
+    let mut llm_traces: Vec<String> = Vec::new();
+    let mut rounds: Vec<Vec<PolicyResult>> = Vec::new();
+    for r in 0..opts.repeats.max(1) {
+        let mut round = Vec::with_capacity(runs.len());
+        for (i, run) in runs.iter().enumerate() {
+            let result = if r == 0 && i == 0 {
+                glimp.clone()
+            } else {
+                let (result, texts) = evaluate_policy(engine, &problems, run, opts)?;
+                if r == 0 && run.label == "llm-only" {
+                    llm_traces = texts;
+                }
+                record(r, &result);
+                result
+            };
+            round.push(result);
         }
-        record(result);
+        rounds.push(round);
     }
-    set_ratios_to_llm_only(&mut policies);
+    let policies = median_rounds(rounds);
 
     tracing::info!(
         positions = opts.auc_positions,
@@ -78,6 +91,7 @@ pub fn run_eval(
         answer_model: opts.base_routing.answer_model,
         eager_catch_up: opts.base_routing.eager_catch_up,
         spec_paused_above: opts.spec_paused_above,
+        repeats: opts.repeats.max(1),
         specreason_judge: "LLM likelihood: score 9 * exp(mean LLM token log-probability of the SLM's step), \
                            rewritten by the LLM when below tau (the small models cannot follow a 0-9 scoring prompt)"
             .to_string(),

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod plots;
 pub mod policy_run;
 pub mod report;
+pub mod rounds;
 pub mod stats;
 
 use std::path::PathBuf;

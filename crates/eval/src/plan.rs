@@ -51,6 +51,9 @@ pub struct EvalOptions {
     pub run_timeout_s: u64,
     /// The engine's `speculative_disable_by_batch_size`, for the report.
     pub spec_paused_above: Option<usize>,
+    /// Rounds of every run; each row is its median round (see
+    /// [`crate::rounds`]).
+    pub repeats: usize,
 }
 
 impl EvalOptions {
@@ -74,6 +77,7 @@ impl EvalOptions {
             temperature: 0.0,
             run_timeout_s: 1800,
             spec_paused_above: None,
+            repeats: 3,
             base_routing,
         }
     }
@@ -89,6 +93,7 @@ impl EvalOptions {
             specreason_taus: vec![7.0],
             auc_positions: 120,
             run_timeout_s: 600,
+            repeats: 1,
             ..Self::full(base_routing)
         }
     }

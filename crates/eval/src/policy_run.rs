@@ -47,8 +47,11 @@ pub struct PolicyResult {
     pub accuracy: f64,
     pub mean_latency_s: f64,
     pub p90_latency_s: f64,
-    /// Mean latency over the LLM-only run's mean latency.
+    /// Mean latency over the LLM-only run's mean latency (of the same
+    /// round; with several rounds, the median round's).
     pub latency_vs_llm_only: Option<f64>,
+    /// That ratio in every round, in round order.
+    pub latency_vs_llm_only_runs: Vec<f64>,
     /// LLM-written steps over all steps, pooled over problems.
     pub llm_step_share: f64,
     /// LLM-written output tokens over all output tokens, pooled.
@@ -232,6 +235,7 @@ pub fn summarize(
         mean_latency_s: mean(&latencies).unwrap_or(0.0),
         p90_latency_s: percentile(&latencies, 0.9).unwrap_or(0.0),
         latency_vs_llm_only: None,
+        latency_vs_llm_only_runs: Vec::new(),
         llm_step_share: ratio(sum(|r| r.llm_steps), sum(|r| r.steps)),
         llm_token_share: ratio(sum(|r| r.llm_tokens), tokens),
         mean_steps: ratio(sum(|r| r.steps), n),

@@ -39,9 +39,11 @@ fn tiny_eval_reports_every_policy_with_consistent_numbers() {
     opts.auc_positions = 6;
     opts.step_max_tokens = 4;
     opts.run_timeout_s = 120;
+    opts.repeats = 2;
 
     let report = run_eval(&engine, &opts, true).expect("eval runs");
     engine.shutdown();
+    assert_eq!(report.meta.repeats, 2);
 
     let labels: Vec<&str> = report.policies.iter().map(|p| p.label.as_str()).collect();
     for want in RUN_LABELS {
@@ -85,6 +87,10 @@ fn tiny_eval_reports_every_policy_with_consistent_numbers() {
         }
         let ratio = p.latency_vs_llm_only.expect("llm-only ran");
         assert!(ratio > 0.0, "{name}");
+        // Two rounds, and the row is one of them (the lower middle).
+        let runs = &p.latency_vs_llm_only_runs;
+        assert_eq!(runs.len(), 2, "{name}");
+        assert_eq!(ratio, runs[0].min(runs[1]), "{name}");
         assert!(
             p.per_problem
                 .iter()
