@@ -9,6 +9,7 @@ mod batch_meta;
 pub mod config;
 pub mod error;
 pub mod kv_cache;
+mod linear;
 pub mod make_model;
 mod model;
 pub mod rope;

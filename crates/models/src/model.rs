@@ -4,12 +4,13 @@
 //! GEMM; only attention looks at row boundaries (through the paged cache).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, RmsNorm};
+use candle_nn::{Embedding, RmsNorm};
 
 use crate::batch_meta::BatchMeta;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::kv_cache::PagedKvCache;
+use crate::linear::Linear;
 use crate::rope::{RopeRows, RotaryEmbedding};
 use crate::weights::Weights;
 
@@ -20,7 +21,32 @@ fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) ->
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Linear::new(&weight, bias)
+}
+
+/// One layer computing the named layers that read the same input, their
+/// outputs side by side in the order given (`(name, out_dim)`).
+fn stacked_linear(
+    w: &Weights,
+    parts: &[(&str, usize)],
+    in_dim: usize,
+    bias: bool,
+) -> Result<Linear> {
+    let weights = parts
+        .iter()
+        .map(|(name, out)| w.get(&format!("{name}.weight"), &[*out, in_dim]))
+        .collect::<Result<Vec<_>>>()?;
+    let biases = if bias {
+        Some(
+            parts
+                .iter()
+                .map(|(name, out)| w.get(&format!("{name}.bias"), &[*out]))
+                .collect::<Result<Vec<_>>>()?,
+        )
+    } else {
+        None
+    };
+    Linear::stacked(&weights, biases.as_deref())
 }
 
 fn rms_norm(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
@@ -28,9 +54,8 @@ fn rms_norm(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
 }
 
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj as one GEMM.
+    qkv_proj: Linear,
     o_proj: Linear,
     /// Qwen3's per-head norms.
     q_norm: Option<RmsNorm>,
@@ -65,9 +90,16 @@ impl Attention {
             (None, None)
         };
         Ok(Self {
-            q_proj: linear(w, &format!("{prefix}.q_proj"), q_dim, h, cfg.qkv_bias)?,
-            k_proj: linear(w, &format!("{prefix}.k_proj"), kv_dim, h, cfg.qkv_bias)?,
-            v_proj: linear(w, &format!("{prefix}.v_proj"), kv_dim, h, cfg.qkv_bias)?,
+            qkv_proj: stacked_linear(
+                w,
+                &[
+                    (&format!("{prefix}.q_proj"), q_dim),
+                    (&format!("{prefix}.k_proj"), kv_dim),
+                    (&format!("{prefix}.v_proj"), kv_dim),
+                ],
+                h,
+                cfg.qkv_bias,
+            )?,
             o_proj: linear(w, &format!("{prefix}.o_proj"), h, q_dim, cfg.o_bias)?,
             q_norm,
             k_norm,
@@ -87,18 +119,22 @@ impl Attention {
         meta: &BatchMeta,
     ) -> Result<Tensor> {
         let t = x.dim(0)?;
-        let q = self
-            .q_proj
-            .forward(x)?
+        let (q_dim, kv_dim) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        let qkv = self.qkv_proj.forward(x)?;
+        let q = qkv
+            .narrow(1, 0, q_dim)?
             .reshape((t, self.num_heads, self.head_dim))?;
-        let k = self
-            .k_proj
-            .forward(x)?
+        let k = qkv
+            .narrow(1, q_dim, kv_dim)?
             .reshape((t, self.num_kv_heads, self.head_dim))?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((t, self.num_kv_heads, self.head_dim))?;
+        let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?.reshape((
+            t,
+            self.num_kv_heads,
+            self.head_dim,
+        ))?;
         let q = match &self.q_norm {
             Some(norm) => norm.forward(&q.contiguous()?)?,
             None => q,
@@ -110,30 +146,41 @@ impl Attention {
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         let attn = cache.write_and_attend(layer, &q, &k, &v, meta, self.sliding_window)?;
-        Ok(self.o_proj.forward(&attn)?)
+        self.o_proj.forward(&attn)
     }
 }
 
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj as one GEMM.
+    gate_up_proj: Linear,
     down_proj: Linear,
+    intermediate: usize,
 }
 
 impl Mlp {
     fn load(cfg: &ModelConfig, w: &Weights, prefix: &str) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: linear(w, &format!("{prefix}.gate_proj"), i, h, false)?,
-            up_proj: linear(w, &format!("{prefix}.up_proj"), i, h, false)?,
+            gate_up_proj: stacked_linear(
+                w,
+                &[
+                    (&format!("{prefix}.gate_proj"), i),
+                    (&format!("{prefix}.up_proj"), i),
+                ],
+                h,
+                false,
+            )?,
             down_proj: linear(w, &format!("{prefix}.down_proj"), h, i, false)?,
+            intermediate: i,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        let up = self.up_proj.forward(x)?;
-        Ok(self.down_proj.forward(&(gate * up)?)?)
+        let i = self.intermediate;
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, i)?)?;
+        let up = gate_up.narrow(1, i, i)?;
+        self.down_proj.forward(&(gate * up)?)
     }
 }
 
@@ -178,7 +225,8 @@ impl DecoderLayer {
 }
 
 pub struct Model {
-    embed_tokens: Embedding,
+    /// `None` when tied to the LM head, whose weight rows are the table.
+    embed_tokens: Option<Embedding>,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -190,16 +238,19 @@ impl Model {
     pub fn load(cfg: &ModelConfig, w: &Weights, dtype: DType, device: &Device) -> Result<Self> {
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embeddings = w.get("model.embed_tokens.weight", &[v, h])?;
-        let lm_head = if cfg.tie_word_embeddings {
-            Linear::new(embeddings.clone(), None)
+        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings {
+            (None, Linear::new(&embeddings, None)?)
         } else {
-            linear(w, "lm_head", v, h, false)?
+            (
+                Some(Embedding::new(embeddings, h)),
+                linear(w, "lm_head", v, h, false)?,
+            )
         };
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(cfg, w, &format!("model.layers.{i}")))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed_tokens: Embedding::new(embeddings, h),
+            embed_tokens,
             layers,
             norm: rms_norm(w, "model.norm", h, cfg.rms_norm_eps)?,
             lm_head,
@@ -219,7 +270,10 @@ impl Model {
     /// Runs the batch; returns f32 logits [num logit rows, vocab].
     pub fn forward(&self, meta: &BatchMeta, cache: &mut PagedKvCache) -> Result<Tensor> {
         let rope = self.rotary.rows(&meta.positions)?;
-        let mut x = self.embed_tokens.forward(&meta.token_ids)?;
+        let mut x = match &self.embed_tokens {
+            Some(e) => e.forward(&meta.token_ids)?,
+            None => self.lm_head.weight_rows(&meta.token_ids)?,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &rope, cache, i, meta)?;
         }
