@@ -57,6 +57,12 @@ mod tests {
 
     use super::*;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .expect("same shapes")
+    }
+
     #[test]
     fn matches_candle_nn_linear_and_reads_weight_rows() {
         let dev = Device::Cpu;
@@ -66,14 +72,7 @@ mod tests {
         let theirs = candle_nn::Linear::new(w.clone(), Some(b.clone()));
         for rows in [1, 2, 9] {
             let x = Tensor::randn(0f32, 1.0, (rows, 5), &dev).unwrap();
-            let diff = (ours.forward(&x).unwrap() - theirs.forward(&x).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&ours.forward(&x).unwrap(), &theirs.forward(&x).unwrap());
             assert!(diff < 1e-5, "{rows} rows: {diff}");
         }
         // Stacked: the two layers' outputs side by side.
@@ -86,14 +85,7 @@ mod tests {
         let y = both.forward(&x).unwrap();
         for (layer, start, len) in [(&ours, 0, 7), (&second, 7, 3)] {
             let part = y.narrow(1, start, len).unwrap();
-            let diff = (part - layer.forward(&x).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&part, &layer.forward(&x).unwrap());
             assert!(diff < 1e-5, "columns {start}..: {diff}");
         }
         let ids = Tensor::new(&[3u32, 0, 3, 6], &dev).unwrap();

@@ -15,13 +15,7 @@ use crate::rope::{RopeRows, RotaryEmbedding};
 use crate::weights::Weights;
 
 fn linear(w: &Weights, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
-    let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
-    let bias = if bias {
-        Some(w.get(&format!("{name}.bias"), &[out_dim])?)
-    } else {
-        None
-    };
-    Linear::new(&weight, bias)
+    stacked_linear(w, &[(name, out_dim)], in_dim, bias)
 }
 
 /// One layer computing the named layers that read the same input, their
