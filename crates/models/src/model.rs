@@ -113,22 +113,14 @@ impl Attention {
         meta: &BatchMeta,
     ) -> Result<Tensor> {
         let t = x.dim(0)?;
-        let (q_dim, kv_dim) = (
-            self.num_heads * self.head_dim,
-            self.num_kv_heads * self.head_dim,
-        );
+        let hd = self.head_dim;
+        let (nq, nkv) = (self.num_heads, self.num_kv_heads);
         let qkv = self.qkv_proj.forward(x)?;
-        let q = qkv
-            .narrow(1, 0, q_dim)?
-            .reshape((t, self.num_heads, self.head_dim))?;
-        let k = qkv
-            .narrow(1, q_dim, kv_dim)?
-            .reshape((t, self.num_kv_heads, self.head_dim))?;
-        let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?.reshape((
-            t,
-            self.num_kv_heads,
-            self.head_dim,
-        ))?;
+        // q, k and v lie side by side: `n` heads from head `first` on.
+        let heads = |first: usize, n: usize| qkv.narrow(1, first * hd, n * hd)?.reshape((t, n, hd));
+        let q = heads(0, nq)?;
+        let k = heads(nq, nkv)?;
+        let v = heads(nq + nkv, nkv)?;
         let q = match &self.q_norm {
             Some(norm) => norm.forward(&q.contiguous()?)?,
             None => q,
@@ -148,7 +140,6 @@ pub struct Mlp {
     /// gate_proj and up_proj as one GEMM.
     gate_up_proj: Linear,
     down_proj: Linear,
-    intermediate: usize,
 }
 
 impl Mlp {
@@ -165,13 +156,12 @@ impl Mlp {
                 false,
             )?,
             down_proj: linear(w, &format!("{prefix}.down_proj"), h, i, false)?,
-            intermediate: i,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let i = self.intermediate;
         let gate_up = self.gate_up_proj.forward(x)?;
+        let i = gate_up.dim(1)? / 2;
         let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, i)?)?;
         let up = gate_up.narrow(1, i, i)?;
         self.down_proj.forward(&(gate * up)?)
