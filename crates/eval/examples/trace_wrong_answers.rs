@@ -15,7 +15,9 @@
 use glimprouter_core::params::Policy;
 use glimprouter_core::{Model, RoutingParams, SamplingParams};
 use glimprouter_engine::{Engine, EngineConfig, GenerateRequest, StreamEvent};
-use glimprouter_models::task::{check_answer, generate_problems, STEP_SEPARATOR};
+use glimprouter_models::task::{
+    check_answer, generate_problems, SOLUTION_MAX_TOKENS, STEP_SEPARATOR,
+};
 
 fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
     std::env::args()
@@ -55,7 +57,7 @@ fn main() {
             sampling: SamplingParams {
                 temperature,
                 seed: Some(seed.wrapping_add(i as u64)),
-                max_tokens: 200,
+                max_tokens: SOLUTION_MAX_TOKENS,
                 ..SamplingParams::default()
             },
             routing: routing.clone(),
