@@ -283,3 +283,32 @@ fn prompts_file_has_one_json_prompt_per_line() {
     assert_eq!(prompts, expected);
     std::fs::remove_file(&path).ok();
 }
+
+/// README's example requests must be prompts the bundled models were
+/// trained on: anything else gets nonsense back, which is what a new user
+/// would see first.
+#[test]
+fn readme_example_prompts_are_in_the_task_format() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let tokenizer = build_task_tokenizer().unwrap();
+    let unk = token_id(&tokenizer, UNK_TOKEN).unwrap();
+    let prompts: Vec<String> = readme
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("\"prompt\": "))
+        .map(|value| {
+            let value = value.trim_end_matches(',');
+            serde_json::from_str(value).unwrap_or_else(|e| panic!("{value}: {e}"))
+        })
+        .collect();
+    assert!(!prompts.is_empty(), "README shows an example prompt");
+    for prompt in prompts {
+        assert!(prompt.starts_with("Problem: start with "), "{prompt:?}");
+        assert!(
+            prompt.ends_with(" . What is the result ?\n\n"),
+            "{prompt:?}"
+        );
+        let enc = tokenizer.encode(prompt.as_str(), false).unwrap();
+        assert!(!enc.get_ids().contains(&unk), "unknown token in {prompt:?}");
+    }
+}
