@@ -226,3 +226,26 @@ fn bundled_server_end_to_end() {
     check_promtool(&server);
     sigterm(&mut server);
 }
+
+/// `glimp generate` as README shows it: a problem typed on the command line
+/// (no trailing blank line, so `--chat`), answered by the bundled pair
+/// with the default token budget.
+#[test]
+fn generate_answers_a_typed_problem() {
+    let root = repo_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_glimp"))
+        .args(["generate", "--config"])
+        .arg(root.join("configs/default.toml"))
+        .args(["--chat", "--no-color", "--prompt"])
+        .arg("Problem: start with 1 7 , add 2 5 , subtract 0 9 , add 4 8 . What is the result ?")
+        .current_dir(&root)
+        .output()
+        .expect("glimp generate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "glimp generate failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Answer: 8 1"), "{stdout}");
+}

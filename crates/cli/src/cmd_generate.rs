@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use glimprouter_core::params::Policy;
 use glimprouter_core::{Model, SamplingParams};
 use glimprouter_engine::{Engine, GenerateRequest, StreamEvent};
+use glimprouter_models::ChatMessage;
 
 use crate::config_file::ConfigArgs;
 
@@ -15,11 +16,18 @@ use crate::config_file::ConfigArgs;
 pub struct GenerateArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// The prompt (raw text, no chat template).
+    /// The prompt: raw text, or with `--chat` one user message.
     #[arg(long)]
     pub prompt: String,
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: usize,
+    /// Render the prompt as one user message through the checkpoint's chat
+    /// template, as `/v1/chat/completions` does (for the bundled task: the
+    /// problem followed by the blank line the models expect).
+    #[arg(long)]
+    pub chat: bool,
+    /// Tokens to generate at most; by default the rest of the context, as
+    /// vLLM's chat endpoint does.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
     /// 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -53,7 +61,25 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(k) = args.speculative_k {
         routing.speculative_k = k;
     }
-    let prompt_ids = engine.info().tokenizer.encode(&args.prompt, true)?;
+    let tokenizer = &engine.info().tokenizer;
+    let prompt_ids = if args.chat {
+        let user = ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        };
+        let text = tokenizer.apply_chat_template(&[user], true)?;
+        // The template already wrote the special tokens it wants.
+        tokenizer.encode(&text, false)?
+    } else {
+        tokenizer.encode(&args.prompt, true)?
+    };
+    let max_tokens = args.max_tokens.unwrap_or_else(|| {
+        engine
+            .info()
+            .max_model_len
+            .saturating_sub(prompt_ids.len())
+            .max(1)
+    });
     let request = GenerateRequest {
         request_id: "generate-0".into(),
         tenant: "cli".into(),
@@ -61,7 +87,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         sampling: SamplingParams {
             temperature: args.temperature,
             seed: args.seed,
-            max_tokens: args.max_tokens,
+            max_tokens,
             ..SamplingParams::default()
         },
         routing,
