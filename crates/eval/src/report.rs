@@ -376,6 +376,17 @@ pub fn render_markdown(report: &EvalReport) -> String {
     );
 
     let _ = writeln!(out, "\n## Checks for the bundled pair\n");
+    if report.meta.quick {
+        let _ = writeln!(
+            out,
+            "Quick mode: {} problems, {}. A batched run this short lasts well under a second, and its latency ratios move by more than the bars' margins from one run to the next; the checks below are a smoke test, and the full eval is the measurement.\n",
+            report.meta.num_problems,
+            match report.meta.repeats {
+                1 => "one round".to_string(),
+                n => format!("{n} rounds"),
+            }
+        );
+    }
     let _ = writeln!(out, "| criterion | measured | required | result |");
     let _ = writeln!(out, "| --- | --- | --- | --- |");
     for c in &report.checks {
@@ -569,6 +580,20 @@ pub(crate) mod tests {
         assert!(
             section.contains("| glimp+spec (k=3) | 1 | 70 | 30 | 0.30x |"),
             "{section}"
+        );
+    }
+
+    #[test]
+    fn quick_mode_says_its_checks_are_a_smoke_test() {
+        let mut r = report();
+        assert!(!render_markdown(&r).contains("Quick mode:"));
+        r.meta.quick = true;
+        let md = render_markdown(&r);
+        let checks = md.split("## Checks for the bundled pair").nth(1).unwrap();
+        assert!(
+            checks.contains("Quick mode: 10 problems, one round.")
+                && checks.contains("the full eval is the measurement"),
+            "{checks}"
         );
     }
 
