@@ -137,6 +137,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer to a request whose handler panicked (`CatchPanicLayer`): an
+/// OpenAI-shaped 500, the panic logged. Without it the client's connection
+/// would just be dropped.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".into());
+    tracing::error!(panic = %detail, "a request handler panicked");
+    ApiError::internal("Internal server error: the request's handler failed.").into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use glimprouter_engine::EngineHandle;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use backend::{Backend, EngineBackend};
 pub use config::{ServerConfig, TenantConfig};
@@ -86,6 +87,9 @@ pub fn router_with_backend(
         .merge(open)
         .fallback(handlers::models::not_found)
         .method_not_allowed_fallback(handlers::models::method_not_allowed)
+        // Inside the request-id and metrics layers, so a panicking request
+        // is still counted and tagged; its client gets a 500, not a reset.
+        .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(axum::middleware::from_fn_with_state(

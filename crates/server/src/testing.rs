@@ -156,6 +156,15 @@ impl Backend for ScriptedBackend {
         &self,
         request: GenerateRequest,
     ) -> Result<UnboundedReceiver<StreamEvent>, EngineError> {
+        // A prompt containing "PANIC" panics in the handler's task, to test
+        // the server's guard against a panicking request.
+        if ByteCodec
+            .decode(&request.prompt_ids)
+            .unwrap_or_default()
+            .contains("PANIC")
+        {
+            panic!("scripted panic");
+        }
         glimprouter_engine::info::check_length(&request, self.max_model_len)?;
         let (events, receiver) = mpsc::unbounded_channel();
         {

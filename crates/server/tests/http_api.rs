@@ -897,6 +897,56 @@ async fn engine_errors_reach_the_client() {
 }
 
 #[tokio::test]
+async fn a_panicking_request_gets_an_openai_500_and_the_server_goes_on() {
+    // One request at a time: a permit a panic failed to release would
+    // refuse the requests after it with a 429.
+    let tenant = TenantConfig {
+        max_concurrent: Some(1),
+        ..TenantConfig::new("a", "sk-a")
+    };
+    let server = Server::start(tenants(vec![tenant]), Duration::ZERO).await;
+    for _ in 0..2 {
+        let (status, body) = json_of(
+            server
+                .post("/v1/completions")
+                .bearer_auth("sk-a")
+                .json(&json!({"prompt": "PANIC", "max_tokens": 5}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            error_message(status, &body, StatusCode::INTERNAL_SERVER_ERROR),
+            "Internal server error: the request's handler failed."
+        );
+        assert_eq!(body["error"]["type"], "server_error");
+    }
+    let (status, body) = json_of(
+        server
+            .post("/v1/completions")
+            .bearer_auth("sk-a")
+            .json(&json!({"prompt": "hi", "max_tokens": 5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("glimp:tenant_requests_running{tenant=\"a\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("status=\"500\"") && l.ends_with(" 2")),
+        "the two panicking requests are counted as 500s:\n{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn requests_past_the_timeout_are_aborted() {
     let config = ServerConfig {
         request_timeout_secs: Some(1),
