@@ -1,6 +1,7 @@
 //! Loading both models and starting the engine thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use glimprouter_core::scheduler::{Scheduler, SchedulerConfig};
@@ -9,7 +10,7 @@ use glimprouter_models::{LoadOptions, ModelConfig, ModelRunner, ModelTokenizer};
 
 use crate::config::EngineConfig;
 use crate::engine_loop::EngineCore;
-use crate::handle::EngineHandle;
+use crate::handle::{EngineHandle, RunningFlag};
 use crate::info::EngineInfo;
 use crate::metrics::EngineMetrics;
 use crate::remote::{RemoteDispatcher, RemoteTier};
@@ -184,14 +185,20 @@ impl Engine {
             last_prefix: Default::default(),
             last_preemptions: 0,
         };
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = RunningFlag(running.clone());
         std::thread::Builder::new()
             .name("glimp-engine".into())
-            .spawn(move || core.run())
+            .spawn(move || {
+                let _flag = flag;
+                core.run()
+            })
             .map_err(StartError::Thread)?;
         Ok(EngineHandle {
             commands: tx,
             info,
             metrics,
+            running,
         })
     }
 }

@@ -44,6 +44,8 @@ pub trait Backend: Send + Sync + 'static {
     fn abort(&self, request_id: &str);
     /// The engine's metric families, exported next to the server's own.
     fn gather_metrics(&self) -> Vec<MetricFamily>;
+    /// Whether the engine can still generate (`/health`).
+    fn is_running(&self) -> bool;
 }
 
 /// The real engine.
@@ -87,6 +89,10 @@ impl Backend for EngineBackend {
 
     fn gather_metrics(&self) -> Vec<MetricFamily> {
         self.engine.metrics().registry.gather()
+    }
+
+    fn is_running(&self) -> bool {
+        self.engine.is_running()
     }
 }
 

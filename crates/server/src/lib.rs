@@ -2,7 +2,8 @@
 //!
 //! * `POST /v1/completions`, `POST /v1/chat/completions` (JSON or SSE),
 //!   `GET /v1/models`: behind API keys (tenants) and their rate limits.
-//! * `GET /health`, `GET /metrics`: always open.
+//! * `GET /health` (200 while the engine runs, 503 once it has stopped),
+//!   `GET /metrics`: always open.
 //!
 //! [`router`] builds the app (for tests and embedding); [`serve`] binds,
 //! serves and shuts down gracefully.

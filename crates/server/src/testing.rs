@@ -192,6 +192,10 @@ impl Backend for ScriptedBackend {
     fn gather_metrics(&self) -> Vec<MetricFamily> {
         self.registry.gather()
     }
+
+    fn is_running(&self) -> bool {
+        true
+    }
 }
 
 /// Emits the reply byte by byte until a limit, a stop string, an abort or a

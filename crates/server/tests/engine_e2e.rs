@@ -186,3 +186,33 @@ async fn disconnect_mid_stream_frees_the_kv_cache() {
     }
     panic!("KV blocks still held after the client disconnected");
 }
+
+#[tokio::test]
+async fn health_answers_503_once_the_engine_has_stopped() {
+    let server = start().await;
+    let health = |client: reqwest::Client, base: String| async move {
+        let response = client.get(format!("{base}/health")).send().await.unwrap();
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    };
+    let (status, _) = health(server.client.clone(), server.base.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    server.engine.shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.engine.is_running() {
+        assert!(std::time::Instant::now() < deadline, "engine did not stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = health(server.client.clone(), server.base.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], 503);
+    let refused = server
+        .post(
+            "/v1/completions",
+            json!({"prompt": "Problem: 1", "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -42,8 +42,18 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<ModelList> 
     })
 }
 
-pub async fn health() -> StatusCode {
-    StatusCode::OK
+/// 200 while the engine runs; 503 once its thread has ended (shut down,
+/// or killed by a panic), so a load balancer or a liveness probe takes the
+/// server out instead of sending it requests that cannot be served.
+pub async fn health(State(state): State<Arc<AppState>>) -> Result<StatusCode, ApiError> {
+    if state.backend.is_running() {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The engine has stopped; this server cannot generate.",
+        ))
+    }
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
