@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use glimprouter_core::params::Policy;
 use glimprouter_core::{Model, SamplingParams};
+use glimprouter_engine::info::rest_of_context;
 use glimprouter_engine::{Engine, GenerateRequest, StreamEvent};
 use glimprouter_models::ChatMessage;
 
@@ -25,7 +26,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub chat: bool,
     /// Tokens to generate at most; by default the rest of the context, as
-    /// vLLM's chat endpoint does.
+    /// vLLM's (and our server's) chat endpoint does.
     #[arg(long)]
     pub max_tokens: Option<usize>,
     /// 0 = greedy.
@@ -73,13 +74,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         tokenizer.encode(&args.prompt, true)?
     };
-    let max_tokens = args.max_tokens.unwrap_or_else(|| {
-        engine
-            .info()
-            .max_model_len
-            .saturating_sub(prompt_ids.len())
-            .max(1)
-    });
+    let max_tokens = args
+        .max_tokens
+        .unwrap_or_else(|| rest_of_context(engine.info().max_model_len, prompt_ids.len()));
     let request = GenerateRequest {
         request_id: "generate-0".into(),
         tenant: "cli".into(),

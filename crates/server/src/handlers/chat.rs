@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use glimprouter_engine::info::rest_of_context;
 use glimprouter_engine::{Finished, TokenDelta};
 
 use super::{check_model, check_stream_options, in_request_span};
@@ -107,14 +108,9 @@ async fn handle(
     let n = checked.n;
     let top_n = checked.sampling.logprobs.unwrap_or(0);
     let mut sampling = checked.sampling;
-    // vLLM: without a limit, the rest of the context.
-    sampling.max_tokens = checked.max_tokens.unwrap_or_else(|| {
-        state
-            .backend
-            .max_model_len()
-            .saturating_sub(prompt.len())
-            .max(1)
-    });
+    sampling.max_tokens = checked
+        .max_tokens
+        .unwrap_or_else(|| rest_of_context(state.backend.max_model_len(), prompt.len()));
     let prompt_tokens = prompt.len();
     let admission = admit(
         &state,
