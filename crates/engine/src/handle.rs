@@ -1,7 +1,7 @@
 //! The cloneable handle callers use to talk to the engine thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crossbeam::channel::Sender;
 use tokio::sync::{mpsc, oneshot};
@@ -33,19 +33,8 @@ pub struct EngineHandle {
     pub(crate) commands: Sender<Command>,
     pub(crate) info: Arc<EngineInfo>,
     pub(crate) metrics: Arc<EngineMetrics>,
-    /// Cleared by `RunningFlag` when the engine thread ends, normally or by a
-    /// panic.
-    pub(crate) running: Arc<AtomicBool>,
-}
-
-/// Held by the engine thread for as long as it runs; dropping it (on return
-/// or while unwinding from a panic) marks the engine stopped.
-pub(crate) struct RunningFlag(pub(crate) Arc<AtomicBool>);
-
-impl Drop for RunningFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
+    /// The engine thread, never joined: kept to ask whether it has ended.
+    pub(crate) thread: Arc<JoinHandle<()>>,
 }
 
 impl EngineHandle {
@@ -94,7 +83,7 @@ impl EngineHandle {
     /// Whether the engine thread still runs: false after `shutdown`, or
     /// after a panic killed it (`/health` reports it).
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
+        !self.thread.is_finished()
     }
 
     pub fn info(&self) -> &EngineInfo {
@@ -103,22 +92,5 @@ impl EngineHandle {
 
     pub fn metrics(&self) -> &Arc<EngineMetrics> {
         &self.metrics
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_running_flag_clears_when_its_thread_panics() {
-        let running = Arc::new(AtomicBool::new(true));
-        let flag = RunningFlag(running.clone());
-        let thread = std::thread::spawn(move || {
-            let _flag = flag;
-            panic!("engine bug");
-        });
-        assert!(thread.join().is_err());
-        assert!(!running.load(Ordering::Acquire));
     }
 }

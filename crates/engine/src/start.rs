@@ -1,7 +1,6 @@
 //! Loading both models and starting the engine thread.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use glimprouter_core::scheduler::{Scheduler, SchedulerConfig};
@@ -10,7 +9,7 @@ use glimprouter_models::{LoadOptions, ModelConfig, ModelRunner, ModelTokenizer};
 
 use crate::config::EngineConfig;
 use crate::engine_loop::EngineCore;
-use crate::handle::{EngineHandle, RunningFlag};
+use crate::handle::EngineHandle;
 use crate::info::EngineInfo;
 use crate::metrics::EngineMetrics;
 use crate::remote::{RemoteDispatcher, RemoteTier};
@@ -185,20 +184,15 @@ impl Engine {
             last_prefix: Default::default(),
             last_preemptions: 0,
         };
-        let running = Arc::new(AtomicBool::new(true));
-        let flag = RunningFlag(running.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("glimp-engine".into())
-            .spawn(move || {
-                let _flag = flag;
-                core.run()
-            })
+            .spawn(move || core.run())
             .map_err(StartError::Thread)?;
         Ok(EngineHandle {
             commands: tx,
             info,
             metrics,
-            running,
+            thread: Arc::new(thread),
         })
     }
 }
