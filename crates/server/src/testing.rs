@@ -158,11 +158,7 @@ impl Backend for ScriptedBackend {
     ) -> Result<UnboundedReceiver<StreamEvent>, EngineError> {
         // A prompt containing "PANIC" panics in the handler's task, to test
         // the server's guard against a panicking request.
-        if ByteCodec
-            .decode(&request.prompt_ids)
-            .unwrap_or_default()
-            .contains("PANIC")
-        {
+        if prompt_contains(&request, "PANIC") {
             panic!("scripted panic");
         }
         glimprouter_engine::info::check_length(&request, self.max_model_len)?;
@@ -198,6 +194,14 @@ impl Backend for ScriptedBackend {
     }
 }
 
+/// Whether the request's prompt has `word` in it: the scripted failures'
+/// triggers.
+fn prompt_contains(request: &GenerateRequest, word: &str) -> bool {
+    ByteCodec
+        .decode(&request.prompt_ids)
+        .is_ok_and(|text| text.contains(word))
+}
+
 /// Emits the reply byte by byte until a limit, a stop string, an abort or a
 /// gone receiver. A prompt containing "FAIL" gets an engine error after one token.
 async fn generate(
@@ -208,10 +212,7 @@ async fn generate(
     events: mpsc::UnboundedSender<StreamEvent>,
 ) {
     let sampling = &request.sampling;
-    let fail = ByteCodec
-        .decode(&request.prompt_ids)
-        .unwrap_or_default()
-        .contains("FAIL");
+    let fail = prompt_contains(&request, "FAIL");
     let writer = if request.routing.policy == Policy::Llm {
         Model::Llm
     } else {
