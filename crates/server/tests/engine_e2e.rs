@@ -2,40 +2,17 @@
 //! the task tokenizer (written to a temp dir once per test process), served
 //! on a loopback port.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::engine;
 use futures::StreamExt;
-use glimprouter_engine::{Engine, EngineConfig, EngineHandle};
-use glimprouter_models::task::write_random_pair;
+use glimprouter_engine::EngineHandle;
 use glimprouter_server::{router, serve_app, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-struct Pair {
-    slm: PathBuf,
-    llm: PathBuf,
-}
-
-fn pair() -> &'static Pair {
-    static PAIR: OnceLock<Pair> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("glimp-server-tests-{}", std::process::id()));
-        let (slm, llm) = write_random_pair(&dir, 1024, [1, 2]).expect("random pair");
-        Pair { slm, llm }
-    })
-}
-
-fn engine() -> EngineHandle {
-    let pair = pair();
-    let mut config = EngineConfig::for_models(&pair.slm, &pair.llm);
-    config.slm.kv_cache_mb = 8;
-    config.llm.kv_cache_mb = 8;
-    config.max_num_batched_tokens = 512;
-    Engine::start(&config, Default::default()).expect("engine starts")
-}
+mod common;
 
 struct Server {
     base: String,

@@ -8,12 +8,13 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use common::BlockingServer;
 use glimprouter_server::testing::ScriptedBackend;
-use glimprouter_server::{router_with_backend, serve_app, ServerConfig};
+use glimprouter_server::{router_with_backend, ServerConfig};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
-use tokio::runtime::Runtime;
+
+mod common;
 
 /// Every key the completion and chat endpoints read, and a few they do not.
 const KEYS: [&str; 30] = [
@@ -49,79 +50,13 @@ const KEYS: [&str; 30] = [
     "suffix",
 ];
 
-struct Server {
-    runtime: Runtime,
-    base: String,
-    client: reqwest::Client,
-}
-
 /// One server for every case: starting one per case would dominate the run.
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
+fn server() -> &'static BlockingServer {
+    static SERVER: OnceLock<BlockingServer> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let base = runtime.block_on(async {
-            let config = ServerConfig::default();
-            let backend = Arc::new(ScriptedBackend::new("hello world", Duration::ZERO));
-            let app = router_with_backend(backend, &config).unwrap();
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(async move {
-                let _ = serve_app(listener, app, Duration::ZERO, std::future::pending()).await;
-            });
-            base
-        });
-        Server {
-            runtime,
-            base,
-            client: reqwest::Client::new(),
-        }
+        let backend = Arc::new(ScriptedBackend::new("hello world", Duration::ZERO));
+        BlockingServer::start(router_with_backend(backend, &ServerConfig::default()).unwrap())
     })
-}
-
-/// Posts `body` and returns the status and the whole body (a stream read to
-/// its end).
-fn post(path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    let s = server();
-    s.runtime.block_on(async {
-        let response = s
-            .client
-            .post(format!("{}{path}", s.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("no response: {e}"));
-        let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("body cut off: {e}"));
-        (status, bytes.to_vec())
-    })
-}
-
-fn assert_answered(path: &str, body: &[u8]) {
-    let (status, reply) = post(path, body.to_vec());
-    let sent = String::from_utf8_lossy(body);
-    let reply_text = String::from_utf8_lossy(&reply);
-    assert!(
-        (200..500).contains(&status),
-        "{path} {sent} -> {status} {reply_text}"
-    );
-    if status >= 400 {
-        let error: Value = serde_json::from_slice(&reply)
-            .unwrap_or_else(|e| panic!("{path} {sent} -> {status}, not JSON ({e}): {reply_text}"));
-        assert!(
-            error["error"]["message"].is_string() && error["error"]["type"].is_string(),
-            "{path} {sent} -> {status}: {reply_text}"
-        );
-    }
 }
 
 /// Mostly scalars, as parameters take, of every type and extreme sizes, so
@@ -189,17 +124,17 @@ proptest! {
 
     #[test]
     fn completion_bodies_get_a_2xx_or_an_openai_4xx(body in body(false)) {
-        assert_answered("/v1/completions", &serde_json::to_vec(&body).unwrap());
+        server().assert_answered("/v1/completions", &serde_json::to_vec(&body).unwrap());
     }
 
     #[test]
     fn chat_bodies_get_a_2xx_or_an_openai_4xx(body in body(true)) {
-        assert_answered("/v1/chat/completions", &serde_json::to_vec(&body).unwrap());
+        server().assert_answered("/v1/chat/completions", &serde_json::to_vec(&body).unwrap());
     }
 
     #[test]
     fn random_bytes_get_an_openai_4xx(bytes in prop::collection::vec(any::<u8>(), 0..64), chat in any::<bool>()) {
         let path = if chat { "/v1/chat/completions" } else { "/v1/completions" };
-        assert_answered(path, &bytes);
+        server().assert_answered(path, &bytes);
     }
 }

@@ -5,55 +5,28 @@
 //! input path that most needs it.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use glimprouter_engine::{Engine, EngineConfig, EngineHandle};
-use glimprouter_models::task::write_random_pair;
-use glimprouter_server::{router, serve_app, ServerConfig};
+use common::{engine, BlockingServer};
+use glimprouter_engine::EngineHandle;
+use glimprouter_server::{router, ServerConfig};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
-use tokio::runtime::Runtime;
 
-struct Server {
-    runtime: Runtime,
-    base: String,
-    client: reqwest::Client,
+mod common;
+
+struct Fuzzed {
+    server: BlockingServer,
     engine: EngineHandle,
 }
 
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("glimp-routing-fuzz-{}", std::process::id()));
-        let (slm, llm) = write_random_pair(&dir, 256, [3, 4]).expect("random pair");
-        let mut config = EngineConfig::for_models(&slm, &llm);
-        config.slm.kv_cache_mb = 8;
-        config.llm.kv_cache_mb = 8;
-        let engine = Engine::start(&config, Default::default()).expect("engine starts");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let app = router(engine.clone(), &ServerConfig::default()).unwrap();
-        let base = runtime.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(serve_app(
-                listener,
-                app,
-                Duration::ZERO,
-                std::future::pending(),
-            ));
-            base
-        });
-        Server {
-            runtime,
-            base,
-            client: reqwest::Client::new(),
-            engine,
-        }
+/// One engine for every case, as a server would have.
+fn fuzzed() -> &'static Fuzzed {
+    static FUZZED: OnceLock<Fuzzed> = OnceLock::new();
+    FUZZED.get_or_init(|| {
+        let engine = engine();
+        let server =
+            BlockingServer::start(router(engine.clone(), &ServerConfig::default()).unwrap());
+        Fuzzed { server, engine }
     })
 }
 
@@ -166,24 +139,8 @@ proptest! {
 
     #[test]
     fn routing_objects_never_break_a_request_or_the_engine(body in request()) {
-        let s = server();
-        let (status, reply) = s.runtime.block_on(async {
-            let response = s
-                .client
-                .post(format!("{}/v1/completions", s.base))
-                .json(&body)
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("no response to {body}: {e}"));
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap_or_else(|e| panic!("{body}: {e}")))
-        });
-        prop_assert!((200..500).contains(&status), "{} -> {} {}", body, status, reply);
-        if status >= 400 {
-            let error: Value = serde_json::from_str(&reply).unwrap();
-            prop_assert!(error["error"]["message"].is_string(), "{}", reply);
-        }
-        prop_assert!(s.engine.is_running(), "the engine thread died on {}", body);
+        let f = fuzzed();
+        f.server.assert_answered("/v1/completions", &serde_json::to_vec(&body).unwrap());
+        prop_assert!(f.engine.is_running(), "the engine thread died on {}", body);
     }
 }
