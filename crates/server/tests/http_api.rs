@@ -76,6 +76,11 @@ impl Server {
     }
 }
 
+/// Sends the request and reads its JSON answer.
+async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    json_of(request.send().await.unwrap()).await
+}
+
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let body = response.json::<Value>().await.unwrap();
@@ -211,13 +216,10 @@ async fn completion_defaults_to_16_tokens_and_generates_request_ids() {
 #[tokio::test]
 async fn stop_strings_end_the_choice() {
     let server = Server::open().await;
-    let (_, body) = json_of(
+    let (_, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"prompt": "hi", "max_tokens": 20, "stop": ["o w", "zz"]}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "hi", "max_tokens": 20, "stop": ["o w", "zz"]})),
     )
     .await;
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
@@ -231,13 +233,10 @@ async fn stop_strings_end_the_choice() {
 #[tokio::test]
 async fn echo_prepends_the_prompt() {
     let server = Server::open().await;
-    let (_, body) = json_of(
+    let (_, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"prompt": "say: ", "max_tokens": 5, "echo": true}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "say: ", "max_tokens": 5, "echo": true})),
     )
     .await;
     assert_eq!(body["choices"][0]["text"], "say: hello");
@@ -246,14 +245,11 @@ async fn echo_prepends_the_prompt() {
 #[tokio::test]
 async fn n_and_prompt_batches_make_one_choice_each() {
     let server = Server::open().await;
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
             .header("x-request-id", "batch")
-            .json(&json!({"prompt": ["a", "bb"], "n": 2, "max_tokens": 3, "seed": 7}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": ["a", "bb"], "n": 2, "max_tokens": 3, "seed": 7})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -299,13 +295,10 @@ async fn n_and_prompt_batches_make_one_choice_each() {
 #[tokio::test]
 async fn token_id_prompts_are_accepted() {
     let server = Server::open().await;
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"prompt": [104, 105], "max_tokens": 2, "echo": true}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": [104, 105], "max_tokens": 2, "echo": true})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -316,13 +309,10 @@ async fn token_id_prompts_are_accepted() {
 #[tokio::test]
 async fn completion_logprobs_have_the_legacy_shape() {
     let server = Server::open().await;
-    let (_, body) = json_of(
+    let (_, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"prompt": "hi", "max_tokens": 3, "logprobs": 2}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "hi", "max_tokens": 3, "logprobs": 2})),
     )
     .await;
     let logprobs = &body["choices"][0]["logprobs"];
@@ -379,17 +369,10 @@ async fn chat_uses_the_template_and_the_rest_of_the_context() {
 #[tokio::test]
 async fn chat_takes_max_completion_tokens_and_logprobs() {
     let server = Server::open().await;
-    let (status, body) = json_of(
-        server
-            .post("/v1/chat/completions")
-            .json(&json!({
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-                "max_completion_tokens": 2, "logprobs": true, "top_logprobs": 1
-            }))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, body) = send_json(server.post("/v1/chat/completions").json(&json!({
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "max_completion_tokens": 2, "logprobs": true, "top_logprobs": 1
+    })))
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "he");
@@ -555,13 +538,10 @@ async fn validation_errors_are_openai_shaped_400s() {
 #[tokio::test]
 async fn context_overflow_is_400_with_vllm_wording() {
     let server = Server::open().await;
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"prompt": "hi", "max_tokens": 300}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "hi", "max_tokens": 300})),
     )
     .await;
     let message = error_message(status, &body, StatusCode::BAD_REQUEST);
@@ -574,13 +554,10 @@ async fn context_overflow_is_400_with_vllm_wording() {
 #[tokio::test]
 async fn unknown_model_and_route_are_404() {
     let server = Server::open().await;
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"model": "gpt-9", "prompt": "x"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"model": "gpt-9", "prompt": "x"})),
     )
     .await;
     assert_eq!(
@@ -601,15 +578,7 @@ async fn oversized_bodies_are_413() {
     };
     let server = Server::start(config, Duration::ZERO).await;
     let body = json!({"prompt": "x".repeat(2000)});
-    let (status, json) = json_of(
-        server
-            .post("/v1/completions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, json) = send_json(server.post("/v1/completions").json(&body)).await;
     error_message(status, &json, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -631,24 +600,13 @@ async fn api_keys_select_the_tenant() {
     )
     .await;
     let request = json!({"prompt": "hi", "max_tokens": 1});
-    let (status, body) = json_of(
-        server
-            .post("/v1/completions")
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = send_json(server.post("/v1/completions").json(&request)).await;
     error_message(status, &body, StatusCode::UNAUTHORIZED);
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
             .bearer_auth("sk-c")
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
+            .json(&request),
     )
     .await;
     error_message(status, &body, StatusCode::UNAUTHORIZED);
@@ -767,14 +725,11 @@ async fn token_rate_limit_counts_prompt_and_max_tokens() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(response.headers().contains_key("retry-after"));
     // Larger than the whole budget.
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
             .bearer_auth("sk-a")
-            .json(&json!({"prompt": "hi", "max_tokens": 50}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "hi", "max_tokens": 50})),
     )
     .await;
     assert!(error_message(status, &body, StatusCode::TOO_MANY_REQUESTS)
@@ -871,13 +826,10 @@ async fn disconnecting_mid_stream_aborts_and_frees_the_request() {
 #[tokio::test]
 async fn engine_errors_reach_the_client() {
     let server = Server::open().await;
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
-            .json(&json!({"prompt": "FAIL", "max_tokens": 5}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "FAIL", "max_tokens": 5})),
     )
     .await;
     assert_eq!(
@@ -906,14 +858,11 @@ async fn a_panicking_request_gets_an_openai_500_and_the_server_goes_on() {
     };
     let server = Server::start(tenants(vec![tenant]), Duration::ZERO).await;
     for _ in 0..2 {
-        let (status, body) = json_of(
+        let (status, body) = send_json(
             server
                 .post("/v1/completions")
                 .bearer_auth("sk-a")
-                .json(&json!({"prompt": "PANIC", "max_tokens": 5}))
-                .send()
-                .await
-                .unwrap(),
+                .json(&json!({"prompt": "PANIC", "max_tokens": 5})),
         )
         .await;
         assert_eq!(
@@ -922,14 +871,11 @@ async fn a_panicking_request_gets_an_openai_500_and_the_server_goes_on() {
         );
         assert_eq!(body["error"]["type"], "server_error");
     }
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
             .bearer_auth("sk-a")
-            .json(&json!({"prompt": "hi", "max_tokens": 5}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"prompt": "hi", "max_tokens": 5})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -954,15 +900,7 @@ async fn requests_past_the_timeout_are_aborted() {
     };
     let server = Server::start(config, Duration::from_millis(20)).await;
     let request = json!({"prompt": "hi", "max_tokens": 200, "ignore_eos": true});
-    let (status, body) = json_of(
-        server
-            .post("/v1/completions")
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = send_json(server.post("/v1/completions").json(&request)).await;
     error_message(status, &body, StatusCode::GATEWAY_TIMEOUT);
     let backend = server.backend.clone();
     wait_until("the request is aborted", || backend.running() == 0).await;
@@ -981,14 +919,11 @@ async fn a_request_id_in_flight_cannot_be_reused() {
         .await
         .unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         server
             .post("/v1/completions")
             .header("x-request-id", "same")
-            .json(&request)
-            .send()
-            .await
-            .unwrap(),
+            .json(&request),
     )
     .await;
     assert!(error_message(status, &body, StatusCode::BAD_REQUEST).contains("already in use"));
