@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use glimprouter_models::train::{train, TrainConfig};
 
+use crate::mix_args::MixArgs;
+
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Which model of the pair to train.
@@ -45,6 +47,15 @@ pub struct TrainArgs {
     /// the full `--steps` schedule (default: run the whole schedule).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Continue from this checkpoint folder's weights (same shape).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Peak learning rate (default: the preset's).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// The training documents' task mix.
+    #[command(flatten)]
+    pub mix: MixArgs,
     /// CPU threads for candle's kernels (sets RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -87,6 +98,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.time_budget_s.is_some() {
         config.time_budget_s = args.time_budget_s;
     }
+    if args.init.is_some() {
+        config.init = args.init;
+    }
+    if let Some(lr) = args.learning_rate {
+        config.learning_rate = lr;
+    }
+    args.mix.apply(&mut config.mix)?;
     let report = train(&config, &args.out, true)
         .with_context(|| format!("training {} into {}", args.preset, args.out.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -6,6 +6,7 @@ mod cmd_make_model;
 mod cmd_serve;
 mod cmd_train;
 mod config_file;
+mod mix_args;
 
 use clap::{Parser, Subcommand};
 

@@ -2,7 +2,7 @@
 //!
 //! cargo run --release -p glimprouter-models --example train -- train slm models/slm [steps [checkpoint_every [time_budget_s]]]
 //! cargo run --release -p glimprouter-models --example train -- eval models/slm [n]
-//! cargo run --release -p glimprouter-models --example train -- steps models/slm [n]     (per-step disagreement, H_init AUC)
+//! cargo run --release -p glimprouter-models --example train -- steps models/slm [n]     (per-step disagreement, also by first word; H_init AUC)
 //! cargo run --release -p glimprouter-models --example train -- failures models/slm [n]  (the problems it gets wrong)
 //! cargo run -p glimprouter-models --example train -- prompts benches/task_prompts.jsonl
 //! cargo run -p glimprouter-models --example train -- tokenizer models/slm   (rewrites the tokenizer files)
@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use glimprouter_models::task::{
-    build_task_tokenizer, generate_problems, write_prompts_jsonl, write_tokenizer_files, MAX_OPS,
-    SOLUTION_MAX_TOKENS,
+    build_task_tokenizer, generate_problems_with, write_prompts_jsonl, write_tokenizer_files,
+    TaskMix, MAX_OPS, SOLUTION_MAX_TOKENS,
 };
 use glimprouter_models::train::check::{auc, load_checkpoint};
 use glimprouter_models::train::{train, TrainConfig};
@@ -23,6 +23,18 @@ const PROMPTS_SEED: u64 = 2026;
 const PROMPTS: usize = 500;
 /// model_max_length written to tokenizer_config.json (the presets' context).
 const MAX_LENGTH: usize = 256;
+
+/// The task mix a checkpoint was trained on (its training_state.json), so
+/// that it is checked on that task; add/subtract for runs that predate the
+/// setting or folders without the file.
+fn trained_mix(dir: &str) -> TaskMix {
+    let state = std::fs::read_to_string(PathBuf::from(dir).join("training_state.json"));
+    state
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|state| serde_json::from_value(state["config"]["mix"].clone()).ok())
+        .unwrap_or(TaskMix::ADD_SUBTRACT)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("eval") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let problems = generate_problems(EVAL_SEED, n);
+            let problems = generate_problems_with(&trained_mix(&args[1]), EVAL_SEED, n);
             if let Some(p) = problems.first() {
                 println!(
                     "{}{}",
@@ -57,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("failures") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let problems = generate_problems(EVAL_SEED, n);
+            let problems = generate_problems_with(&trained_mix(&args[1]), EVAL_SEED, n);
             for (p, out) in ckpt.wrong_answers(&problems)? {
                 println!(
                     "=== {:?}\nref {:?}\ngot {:?}",
@@ -70,7 +82,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("steps") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let checks = ckpt.step_agreement(&generate_problems(EVAL_SEED, n))?;
+            let checks = ckpt.step_agreement(&generate_problems_with(
+                &trained_mix(&args[1]),
+                EVAL_SEED,
+                n,
+            ))?;
             for c in checks.iter().filter(|c| c.differs()).take(6) {
                 println!("H={:.3} ref {:?} got {:?}", c.entropy, c.reference, c.mine);
             }
@@ -85,6 +101,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|[differ, total]| format!("{differ}/{total}"))
                 .collect();
             println!("differing by step index: {}", by_index.join(" "));
+            // [differing, total, sum of H_init where the step agrees] by the
+            // reference step's first word.
+            let mut by_word: std::collections::BTreeMap<String, [f64; 3]> = Default::default();
+            for c in &checks {
+                let word = c
+                    .reference
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let entry = by_word.entry(word).or_default();
+                entry[0] += f64::from(u8::from(c.differs()));
+                entry[1] += 1.0;
+                if !c.differs() {
+                    entry[2] += f64::from(c.entropy);
+                }
+            }
+            let by_word: Vec<String> = by_word
+                .iter()
+                .map(|(w, [d, t, h])| format!("{w} {d}/{t} (H agree {:.2})", h / (t - d).max(1.0)))
+                .collect();
+            println!("differing by first word: {}", by_word.join(", "));
             let rows: Vec<(f32, bool)> = checks.iter().map(|c| (c.entropy, c.differs())).collect();
             let differ = checks.iter().filter(|c| c.differs()).count();
             let first_word_differs = checks.iter().filter(|c| c.first_word_differs()).count();

@@ -19,7 +19,9 @@ pub use batch::{make_batch, random_batch, tokenize_doc, Batch, TokenizedDoc};
 pub use checkpoint::{qwen3_config_json, write_hf_folder};
 pub use model::{masked_cross_entropy, TrainableQwen3};
 
-use crate::task::{build_task_tokenizer, token_id, DEFAULT_SLIP_PROBABILITY, EOS_TOKEN};
+use crate::task::{
+    build_task_tokenizer_for, token_id, TaskMix, DEFAULT_SLIP_PROBABILITY, EOS_TOKEN,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -94,6 +96,19 @@ pub struct TrainConfig {
     /// has at that step, e.g. to sample a run part-way (docs/TRAINING.md).
     #[serde(default)]
     pub stop_after: Option<usize>,
+    /// The mix of operations the training documents are drawn from.
+    #[serde(default = "add_subtract_mix")]
+    pub mix: TaskMix,
+    /// Continue from this checkpoint folder's weights instead of seeded
+    /// random ones (same shape; embedding rows are matched by token text,
+    /// so the vocabulary may have grown).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+}
+
+/// What runs recorded before the mix was a setting were trained on.
+fn add_subtract_mix() -> TaskMix {
+    TaskMix::ADD_SUBTRACT
 }
 
 impl TrainConfig {
@@ -117,6 +132,8 @@ impl TrainConfig {
             checkpoint_every: 100,
             time_budget_s: None,
             stop_after: None,
+            mix: TaskMix::BUNDLED,
+            init: None,
         };
         match name {
             "slm" => Ok(Self {
@@ -194,6 +211,16 @@ impl TrainConfig {
         if self.stop_after == Some(0) {
             return Err(TrainError::Invalid("stop_after must be positive".into()));
         }
+        for (name, share) in [
+            ("max share", self.mix.max_share),
+            ("tied share", self.mix.tied_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(TrainError::Invalid(format!(
+                    "{name} must be in [0, 1], got {share}"
+                )));
+            }
+        }
         if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return Err(TrainError::Invalid("head_dim must be even".into()));
         }
@@ -249,7 +276,7 @@ pub fn train(
 ) -> Result<TrainReport, TrainError> {
     config.validate()?;
     let device = Device::Cpu;
-    let tokenizer = build_task_tokenizer()?;
+    let tokenizer = build_task_tokenizer_for(&config.mix)?;
     let eos_id = token_id(&tokenizer, EOS_TOKEN)?;
     let shape = config.shape(tokenizer.get_vocab_size(true));
 
@@ -257,6 +284,9 @@ pub fn train(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let model = TrainableQwen3::new(&shape, vb)?;
     seeded_init(&varmap, config.seed)?;
+    if let Some(init) = &config.init {
+        checkpoint::load_into(&varmap, init, &tokenizer)?;
+    }
     let mut optimizer = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -309,6 +339,7 @@ pub fn train(
             &tokenizer,
             config.batch_size,
             config.slip_probability,
+            &config.mix,
             eos_id,
             &device,
         )?;

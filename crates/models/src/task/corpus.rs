@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rand::Rng;
 
-use super::generator::{answer_line, Chain, StepClaim, STEP_SEPARATOR};
+use super::generator::{answer_line, Chain, StepClaim, TaskMix, STEP_SEPARATOR};
 use super::TaskError;
 
 /// Probability that a training solution contains one slip followed by a
@@ -30,10 +30,11 @@ impl TrainingText {
     }
 }
 
-/// A random training document; with probability `slip_probability` one step
-/// is replaced by a slipped version, immediately followed by its correction.
-pub fn training_text(rng: &mut impl Rng, slip_probability: f64) -> TrainingText {
-    let chain = Chain::random(rng);
+/// A random training document of `mix`; with probability `slip_probability`
+/// one step is replaced by a slipped version, immediately followed by its
+/// correction.
+pub fn training_text(rng: &mut impl Rng, slip_probability: f64, mix: &TaskMix) -> TrainingText {
+    let chain = Chain::random(rng, mix);
     let steps = chain.correct_steps();
     let slip_at = if rng.random_bool(slip_probability) {
         let at = rng.random_range(0..steps.len());

@@ -1,9 +1,10 @@
 //! Seeded generator of the synthetic step-by-step reasoning task.
 //!
-//! A problem is a chain of additions and subtractions on two-digit numbers
-//! (digits are separate words, so the tokenizer stays tiny). Each solution
-//! step opens with a *decision word* that fixes both which operation comes
-//! next and whether it carries or borrows:
+//! A problem is a chain of operations on two-digit numbers (digits are
+//! separate words, so the tokenizer stays tiny): additions, subtractions
+//! and, in a share set by [`TaskMix`], `max N` (the total becomes the larger
+//! of itself and N). Each solution step opens with a *decision word* that
+//! fixes both which operation comes next and how it turns out:
 //!
 //! | word       | meaning                        |
 //! |------------|--------------------------------|
@@ -11,6 +12,8 @@
 //! | `carry`    | addition with a carry          |
 //! | `subtract` | subtraction without borrow     |
 //! | `borrow`   | subtraction with a borrow      |
+//! | `hold`     | `max N` keeps the total        |
+//! | `raise`    | `max N` takes N                |
 //! | `Wait`     | the previous step was wrong    |
 //!
 //! The rest of the step is a formula that follows mechanically from the
@@ -56,6 +59,38 @@ impl Problem {
 pub enum OpKind {
     Add,
     Subtract,
+    Max,
+}
+
+/// How often each kind of operation is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskMix {
+    /// Share of operations that are `max N`; the rest are additions and
+    /// subtractions, half and half where the total allows both.
+    pub max_share: f64,
+    /// Share of `max N` operands whose tens digit equals the total's, so
+    /// that the ones digits decide; in the rest the tens digits differ and
+    /// decide. At 0.5 a rule that reads only one of the two digits is right
+    /// on three steps in four.
+    pub tied_share: f64,
+}
+
+impl TaskMix {
+    /// Additions and subtractions only.
+    pub const ADD_SUBTRACT: TaskMix = TaskMix {
+        max_share: 0.0,
+        tied_share: 0.5,
+    };
+    /// The task the bundled pair was trained on and `glimp eval` measures
+    /// by default. Mixes with `max` were tried and not shipped
+    /// (docs/TRAINING.md).
+    pub const BUNDLED: TaskMix = TaskMix::ADD_SUBTRACT;
+}
+
+impl Default for TaskMix {
+    fn default() -> Self {
+        Self::BUNDLED
+    }
 }
 
 /// One operation applied to the running total.
@@ -70,14 +105,26 @@ impl Op {
         match self.kind {
             OpKind::Add => total + self.operand,
             OpKind::Subtract => total - self.operand,
+            OpKind::Max => total.max(self.operand),
         }
     }
 
-    /// Whether the ones digits force a carry (addition) or borrow (subtraction).
+    /// Whether the ones digits force a carry (addition) or borrow
+    /// (subtraction), or the operand replaces the total (`max`).
     pub fn carries(&self, total: u32) -> bool {
         match self.kind {
             OpKind::Add => total % 10 + self.operand % 10 >= 10,
             OpKind::Subtract => total % 10 < self.operand % 10,
+            OpKind::Max => self.operand > total,
+        }
+    }
+
+    /// The word the prompt names the operation by, and the formula's sign.
+    fn verb_and_sign(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            OpKind::Add => ("add", "+"),
+            OpKind::Subtract => ("subtract", "-"),
+            OpKind::Max => ("max", "max"),
         }
     }
 }
@@ -117,9 +164,12 @@ impl StepClaim {
         let right = Self::correct(total, op);
         // Forgetting a carry loses ten, inventing one adds ten; for a borrow
         // it is the other way round.
+        // A wrong `max` keeps the value it should have dropped.
         let result = match (op.kind, right.claims_carry) {
             (OpKind::Add, true) | (OpKind::Subtract, false) => right.result.checked_sub(10)?,
             (OpKind::Add, false) | (OpKind::Subtract, true) => right.result + 10,
+            (OpKind::Max, true) => total,
+            (OpKind::Max, false) => op.operand,
         };
         if result > MAX_VALUE {
             return None;
@@ -137,15 +187,14 @@ impl StepClaim {
             (OpKind::Add, true) => "carry",
             (OpKind::Subtract, false) => "subtract",
             (OpKind::Subtract, true) => "borrow",
+            (OpKind::Max, false) => "hold",
+            (OpKind::Max, true) => "raise",
         }
     }
 
-    /// e.g. `carry 5 8 : 3 7 + 5 8 = 9 5`
+    /// e.g. `carry 5 8 : 3 7 + 5 8 = 9 5`, `raise 4 2 : 3 7 max 4 2 = 4 2`
     pub fn render(&self) -> String {
-        let sign = match self.op.kind {
-            OpKind::Add => "+",
-            OpKind::Subtract => "-",
-        };
+        let (_, sign) = self.op.verb_and_sign();
         format!(
             "{} {} : {} {} {} = {}",
             self.decision_word(),
@@ -170,13 +219,13 @@ pub fn digits(value: u32) -> String {
 }
 
 impl Chain {
-    pub fn random(rng: &mut impl Rng) -> Self {
+    pub fn random(rng: &mut impl Rng, mix: &TaskMix) -> Self {
         let n_ops = rng.random_range(MIN_OPS..=MAX_OPS);
         let start = rng.random_range(0..=MAX_VALUE);
         let mut total = start;
         let mut ops = Vec::with_capacity(n_ops);
         for _ in 0..n_ops {
-            let op = random_op(rng, total);
+            let op = random_op(rng, total, mix);
             total = op.apply(total);
             ops.push(op);
         }
@@ -206,10 +255,7 @@ impl Chain {
     pub fn prompt(&self) -> String {
         let mut text = format!("Problem: start with {}", digits(self.start));
         for op in &self.ops {
-            let verb = match op.kind {
-                OpKind::Add => "add",
-                OpKind::Subtract => "subtract",
-            };
+            let (verb, _) = op.verb_and_sign();
             text.push_str(&format!(" , {verb} {}", digits(op.operand)));
         }
         text.push_str(" . What is the result ?");
@@ -233,28 +279,57 @@ pub fn answer_line(value: u32) -> String {
     format!("{ANSWER_PREFIX} {}", digits(value))
 }
 
-/// An operation whose result stays within 0..=99; about half of them carry
-/// or borrow, since the ones digits are uniform.
-fn random_op(rng: &mut impl Rng, total: u32) -> Op {
-    let kind = if total == 0 {
-        OpKind::Add
-    } else if total == MAX_VALUE || rng.random_bool(0.5) {
-        OpKind::Subtract
+/// An operation whose result stays within 0..=99; about half of the
+/// additions and subtractions carry or borrow, since the ones digits are
+/// uniform.
+fn random_op(rng: &mut impl Rng, total: u32, mix: &TaskMix) -> Op {
+    // No draw at all when the mix has no `max`, so the add/subtract task's
+    // problems stay those of its seed.
+    if mix.max_share > 0.0 && rng.random_bool(mix.max_share) {
+        return Op {
+            kind: OpKind::Max,
+            operand: max_operand(rng, total, mix.tied_share),
+        };
+    }
+    if total == 0 || (total < MAX_VALUE && !rng.random_bool(0.5)) {
+        Op {
+            kind: OpKind::Add,
+            operand: rng.random_range(1..=MAX_VALUE - total),
+        }
     } else {
-        OpKind::Add
-    };
-    let operand = match kind {
-        OpKind::Add => rng.random_range(1..=MAX_VALUE - total),
-        OpKind::Subtract => rng.random_range(1..=total),
-    };
-    Op { kind, operand }
+        Op {
+            kind: OpKind::Subtract,
+            operand: rng.random_range(1..=total),
+        }
+    }
 }
 
-/// `n` problems, the same for the same seed.
+/// A `max` operand: with probability `tied_share` in the total's decade,
+/// otherwise in another one, and never 0 (operands are at least 1).
+fn max_operand(rng: &mut impl Rng, total: u32, tied_share: f64) -> u32 {
+    let tens = total / 10;
+    if rng.random_bool(tied_share) {
+        let low = (tens * 10).max(1);
+        return rng.random_range(low..=tens * 10 + 9);
+    }
+    loop {
+        let operand = rng.random_range(1..=MAX_VALUE);
+        if operand / 10 != tens {
+            return operand;
+        }
+    }
+}
+
+/// `n` problems of the bundled task mix, the same for the same seed.
 pub fn generate_problems(seed: u64, n: usize) -> Vec<Problem> {
+    generate_problems_with(&TaskMix::BUNDLED, seed, n)
+}
+
+/// `n` problems of `mix`, the same for the same seed.
+pub fn generate_problems_with(mix: &TaskMix, seed: u64, n: usize) -> Vec<Problem> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|_| Chain::random(&mut rng).to_problem())
+        .map(|_| Chain::random(&mut rng, mix).to_problem())
         .collect()
 }
 

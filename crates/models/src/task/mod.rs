@@ -11,12 +11,13 @@ mod tests;
 
 pub use corpus::{training_text, write_prompts_jsonl, TrainingText, DEFAULT_SLIP_PROBABILITY};
 pub use generator::{
-    answer_line, check_answer, digits, generate_problems, Chain, Op, OpKind, Problem, StepClaim,
-    ANSWER_PREFIX, MAX_OPS, MIN_OPS, SOLUTION_MAX_TOKENS, STEP_SEPARATOR,
+    answer_line, check_answer, digits, generate_problems, generate_problems_with, Chain, Op,
+    OpKind, Problem, StepClaim, TaskMix, ANSWER_PREFIX, MAX_OPS, MIN_OPS, SOLUTION_MAX_TOKENS,
+    STEP_SEPARATOR,
 };
 pub use tokenizer_builder::{
-    build_task_tokenizer, token_id, write_tokenizer_files, CHAT_TEMPLATE, EOS_TOKEN, IM_END_TOKEN,
-    IM_START_TOKEN, UNK_TOKEN,
+    build_task_tokenizer, build_task_tokenizer_for, token_id, write_tokenizer_files, CHAT_TEMPLATE,
+    EOS_TOKEN, IM_END_TOKEN, IM_START_TOKEN, UNK_TOKEN,
 };
 
 #[derive(Debug, thiserror::Error)]

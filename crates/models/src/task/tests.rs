@@ -3,6 +3,12 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 
+/// A mix with `max`, as the experiments in docs/TRAINING.md used.
+const WITH_MAX: TaskMix = TaskMix {
+    max_share: 0.25,
+    tied_share: 0.2,
+};
+
 fn reference_output(problem: &Problem) -> String {
     format!("{}{}", problem.prompt, problem.solution_text())
 }
@@ -45,7 +51,9 @@ fn check_answer_reads_digits_with_or_without_spaces_and_rejects_junk() {
 
 #[test]
 fn steps_follow_the_format_and_compute_the_answer() {
-    for problem in generate_problems(3, 300) {
+    let mut problems = generate_problems(3, 300);
+    problems.extend(generate_problems_with(&WITH_MAX, 3, 300));
+    for problem in problems {
         assert!(problem.prompt.starts_with("Problem: "));
         assert!(problem.prompt.ends_with(STEP_SEPARATOR));
         let n = problem.solution_steps.len();
@@ -69,22 +77,16 @@ fn steps_follow_the_format_and_compute_the_answer() {
                 words[i].parse::<u32>().unwrap() * 10 + words[i + 1].parse::<u32>().unwrap()
             };
             let (total, operand, result) = (num(4), num(1), num(10));
-            let computed = match words[6] {
-                "+" => total + operand,
-                "-" => total - operand,
+            let (computed, expected_word) = match words[6] {
+                "+" if total % 10 + operand % 10 >= 10 => (total + operand, "carry"),
+                "+" => (total + operand, "add"),
+                "-" if total % 10 < operand % 10 => (total - operand, "borrow"),
+                "-" => (total - operand, "subtract"),
+                "max" if operand > total => (operand, "raise"),
+                "max" => (total, "hold"),
                 other => panic!("bad sign {other}"),
             };
             assert_eq!(computed, result, "{step}");
-            let carries = match words[6] {
-                "+" => total % 10 + operand % 10 >= 10,
-                _ => total % 10 < operand % 10,
-            };
-            let expected_word = match (words[6], carries) {
-                ("+", true) => "carry",
-                ("+", false) => "add",
-                (_, true) => "borrow",
-                (_, false) => "subtract",
-            };
             assert_eq!(words[0], expected_word, "the first word is the decision");
             if let Some(prev) = last {
                 assert_eq!(total, prev, "each step continues from the last result");
@@ -104,8 +106,13 @@ fn steps_follow_the_format_and_compute_the_answer() {
 fn slips_are_wrong_untrained_and_followed_by_a_trained_correction() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut slips = 0;
-    for _ in 0..400 {
-        let doc = training_text(&mut rng, 0.5);
+    for i in 0..400 {
+        let mix = if i % 2 == 0 {
+            TaskMix::BUNDLED
+        } else {
+            WITH_MAX
+        };
+        let doc = training_text(&mut rng, 0.5, &mix);
         let prompt_end = doc.text.find(STEP_SEPARATOR).unwrap() + STEP_SEPARATOR.len();
         assert!(!doc.is_trained(0) && !doc.is_trained(prompt_end - 1));
         let second_step = doc.text[prompt_end..].split(STEP_SEPARATOR).nth(1).unwrap();
@@ -170,23 +177,116 @@ fn slipped_step_flips_the_decision_and_misses_by_ten() {
 }
 
 #[test]
-fn tokenizer_round_trips_every_generated_text_without_unknowns() {
-    let tokenizer = build_task_tokenizer().unwrap();
-    let unk = token_id(&tokenizer, UNK_TOKEN).unwrap();
-    assert!(
-        tokenizer.get_vocab_size(true) < 80,
-        "word-level vocabulary stays tiny"
+fn max_steps_keep_or_take_and_slip_to_the_other_value() {
+    let op = Op {
+        kind: OpKind::Max,
+        operand: 42,
+    };
+    let cases = [
+        (
+            37,
+            "raise 4 2 : 3 7 max 4 2 = 4 2",
+            "hold 4 2 : 3 7 max 4 2 = 3 7",
+        ),
+        (
+            48,
+            "hold 4 2 : 4 8 max 4 2 = 4 8",
+            "raise 4 2 : 4 8 max 4 2 = 4 2",
+        ),
+    ];
+    for (total, right, slip) in cases {
+        assert_eq!(StepClaim::correct(total, op).render(), right);
+        assert_eq!(StepClaim::slipped(total, op).unwrap().render(), slip);
+    }
+    assert_eq!(StepClaim::correct(42, op).decision_word(), "hold");
+}
+
+/// Operations of `mix` over many chains: (additions and subtractions,
+/// `max`, `max` operands in the total's decade).
+fn count_ops(mix: &TaskMix, seed: u64) -> (usize, usize, usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut other, mut max, mut tied) = (0, 0, 0);
+    for _ in 0..2000 {
+        let chain = Chain::random(&mut rng, mix);
+        for step in chain.correct_steps() {
+            if step.op.kind == OpKind::Max {
+                max += 1;
+                tied += usize::from(step.op.operand / 10 == step.total / 10);
+                assert!((1..=99).contains(&step.op.operand));
+            } else {
+                other += 1;
+            }
+        }
+    }
+    (other, max, tied)
+}
+
+#[test]
+fn the_mix_sets_the_share_of_max_and_of_operands_in_the_totals_decade() {
+    let (_, max, _) = count_ops(&TaskMix::ADD_SUBTRACT, 1);
+    assert_eq!(max, 0);
+    let mix = TaskMix {
+        max_share: 0.25,
+        tied_share: 0.2,
+    };
+    let (other, max, tied) = count_ops(&mix, 2);
+    let share = max as f64 / (max + other) as f64;
+    assert!((0.23..0.27).contains(&share), "max share {share}");
+    let tied = tied as f64 / max as f64;
+    assert!((0.17..0.23).contains(&tied), "tied share {tied}");
+}
+
+#[test]
+fn without_max_the_mix_draws_what_the_add_subtract_task_always_drew() {
+    // benches/task_prompts.jsonl holds the first prompts of seed 2026 as the
+    // add/subtract task wrote them before `max` existed; models trained on
+    // that task must keep seeing the same problems.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../benches/task_prompts.jsonl"
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(99);
-    let mut texts: Vec<String> = (0..300)
-        .map(|_| training_text(&mut rng, 0.5).text)
+    let file = std::fs::read_to_string(path).unwrap();
+    let saved: Vec<String> = file
+        .lines()
+        .take(50)
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["prompt"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    texts.extend(generate_problems(5, 300).iter().map(reference_output));
-    for text in texts {
-        let enc = tokenizer.encode(text.as_str(), false).unwrap();
-        assert!(!enc.get_ids().contains(&unk), "unknown token in {text:?}");
-        let back = tokenizer.decode(enc.get_ids(), false).unwrap();
-        assert_eq!(back, text);
+    let drawn: Vec<String> = generate_problems_with(&TaskMix::ADD_SUBTRACT, 2026, 50)
+        .into_iter()
+        .map(|p| p.prompt)
+        .collect();
+    assert_eq!(drawn, saved);
+}
+
+#[test]
+fn tokenizer_round_trips_every_generated_text_without_unknowns() {
+    for mix in [TaskMix::BUNDLED, WITH_MAX] {
+        let tokenizer = build_task_tokenizer_for(&mix).unwrap();
+        let unk = token_id(&tokenizer, UNK_TOKEN).unwrap();
+        assert!(
+            tokenizer.get_vocab_size(true) < 80,
+            "word-level vocabulary stays tiny"
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(99);
+        let mut texts: Vec<String> = (0..300)
+            .map(|_| training_text(&mut rng, 0.5, &mix).text)
+            .collect();
+        texts.extend(
+            generate_problems_with(&mix, 5, 300)
+                .iter()
+                .map(reference_output),
+        );
+        for text in texts {
+            let enc = tokenizer.encode(text.as_str(), false).unwrap();
+            assert!(!enc.get_ids().contains(&unk), "unknown token in {text:?}");
+            let back = tokenizer.decode(enc.get_ids(), false).unwrap();
+            assert_eq!(back, text);
+        }
     }
 }
 
@@ -224,8 +324,23 @@ fn tokenizer_is_deterministic_and_decision_words_are_single_tokens() {
     let b = build_task_tokenizer().unwrap();
     assert_eq!(a.to_string(false).unwrap(), b.to_string(false).unwrap());
     assert_eq!(token_id(&a, EOS_TOKEN).unwrap(), 0);
-    for word in ["add", "carry", "subtract", "borrow", "Wait"] {
-        let enc = a.encode(format!("x\n\n{word} 1").as_str(), false).unwrap();
+    assert_eq!(a.get_vocab_size(true), 40, "the bundled pair's vocabulary");
+    let with_max = build_task_tokenizer_for(&WITH_MAX).unwrap();
+    // ` max`, and `hold` and `raise` at a step start and after `Wait ,`.
+    assert_eq!(with_max.get_vocab_size(true), 45);
+    let decision_words = [
+        (&a, "add"),
+        (&a, "carry"),
+        (&a, "subtract"),
+        (&a, "borrow"),
+        (&a, "Wait"),
+        (&with_max, "hold"),
+        (&with_max, "raise"),
+    ];
+    for (tokenizer, word) in decision_words {
+        let enc = tokenizer
+            .encode(format!("x\n\n{word} 1").as_str(), false)
+            .unwrap();
         assert!(
             enc.get_tokens().iter().any(|t| t == word),
             "{word}: {:?}",

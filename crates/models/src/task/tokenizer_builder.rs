@@ -20,6 +20,7 @@ use tokenizers::{
 };
 
 use super::corpus::training_text;
+use super::generator::TaskMix;
 use super::TaskError;
 
 pub const EOS_TOKEN: &str = "<|endoftext|>";
@@ -38,6 +39,9 @@ pub const CHAT_TEMPLATE: &str = "{%- for message in messages %}{%- if message['r
 const COVERAGE_SEED: u64 = 0x70_6b_65_6e;
 const COVERAGE_TEXTS: usize = 2000;
 const COVERAGE_SLIP_PROBABILITY: f64 = 0.5;
+/// Share of `max` in the coverage texts of a mix that has it at all, so that
+/// its words are surely covered.
+const COVERAGE_MAX_SHARE: f64 = 0.3;
 
 /// Every newline is its own piece before the byte-level split. Without
 /// this, the regex would read a prompt's trailing "\n\n" as one piece but
@@ -55,14 +59,29 @@ fn tok_err(e: impl std::fmt::Display) -> TaskError {
     TaskError::Tokenizer(e.to_string())
 }
 
-/// Builds the task tokenizer: special tokens first (ids 0..4), then every
-/// pre-token of the coverage texts in sorted order. Deterministic.
+/// The tokenizer of the bundled task (`TaskMix::BUNDLED`).
 pub fn build_task_tokenizer() -> Result<Tokenizer, TaskError> {
+    build_task_tokenizer_for(&TaskMix::BUNDLED)
+}
+
+/// Builds the tokenizer of `mix`: special tokens first (ids 0..4), then every
+/// pre-token of the coverage texts in sorted order. Deterministic. A mix with
+/// `max` adds its three words (`max`, `hold`, `raise`); one without has
+/// exactly the vocabulary the add/subtract task always had.
+pub fn build_task_tokenizer_for(mix: &TaskMix) -> Result<Tokenizer, TaskError> {
+    let coverage_mix = TaskMix {
+        max_share: if mix.max_share > 0.0 {
+            COVERAGE_MAX_SHARE
+        } else {
+            0.0
+        },
+        tied_share: 0.5,
+    };
     let pre = pre_tokenizer()?;
     let mut rng = ChaCha8Rng::seed_from_u64(COVERAGE_SEED);
     let mut words = BTreeSet::new();
     for _ in 0..COVERAGE_TEXTS {
-        let doc = training_text(&mut rng, COVERAGE_SLIP_PROBABILITY);
+        let doc = training_text(&mut rng, COVERAGE_SLIP_PROBABILITY, &coverage_mix);
         let mut pts = PreTokenizedString::from(doc.text.as_str());
         pre.pre_tokenize(&mut pts).map_err(tok_err)?;
         for (piece, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {

@@ -5,7 +5,7 @@ use rand::Rng;
 use tokenizers::Tokenizer;
 
 use super::TrainError;
-use crate::task::{training_text, TrainingText};
+use crate::task::{training_text, TaskMix, TrainingText};
 
 /// One tokenized document: ids (ending in EOS) and, per id, whether the
 /// loss is taken on predicting it.
@@ -76,17 +76,24 @@ pub fn make_batch(
     })
 }
 
-/// A fresh random batch of `size` documents.
+/// A fresh random batch of `size` documents of `mix`.
 pub fn random_batch(
     rng: &mut impl Rng,
     tokenizer: &Tokenizer,
     size: usize,
     slip_probability: f64,
+    mix: &TaskMix,
     eos_id: u32,
     device: &Device,
 ) -> Result<Batch, TrainError> {
     let docs = (0..size)
-        .map(|_| tokenize_doc(tokenizer, &training_text(rng, slip_probability), eos_id))
+        .map(|_| {
+            tokenize_doc(
+                tokenizer,
+                &training_text(rng, slip_probability, mix),
+                eos_id,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     make_batch(&docs, eos_id, device)
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use tokenizers::Tokenizer;
 
@@ -71,4 +72,71 @@ pub fn write_hf_folder(
     write_json("training_state.json", extra)?;
     write_tokenizer_files(dir, tokenizer, shape.max_positions)?;
     Ok(())
+}
+
+/// Name of the embedding table, whose rows follow the vocabulary.
+const EMBED: &str = "model.embed_tokens.weight";
+
+/// Loads the weights of the checkpoint folder `dir` into `varmap`, for
+/// continued training. Every tensor must have its variable's shape, except
+/// the embedding: its rows are matched by token text against `dir`'s own
+/// tokenizer.json, so a checkpoint trained before the vocabulary grew
+/// still loads; rows of new tokens keep their seeded initial values.
+pub fn load_into(varmap: &VarMap, dir: &Path, tokenizer: &Tokenizer) -> Result<(), TrainError> {
+    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+    let old_tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        .map_err(|e| TrainError::Tokenizer(format!("{}: {e}", dir.display())))?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Invalid("variable map lock poisoned".into()))?;
+    for (name, var) in vars.iter() {
+        let old = tensors.get(name).ok_or_else(|| {
+            TrainError::Invalid(format!("{} has no tensor {name}", dir.display()))
+        })?;
+        let value = if name == EMBED {
+            embedding_by_token(old, var.as_tensor(), &old_tokenizer, tokenizer)?
+        } else {
+            old.clone()
+        };
+        if value.shape() != var.shape() {
+            return Err(TrainError::Invalid(format!(
+                "{name}: {} has shape {:?}, the model {:?}",
+                dir.display(),
+                value.shape(),
+                var.shape()
+            )));
+        }
+        var.set(&value)?;
+    }
+    Ok(())
+}
+
+/// `current` with each row of a token that `old_tokenizer` also has
+/// replaced by that token's row of `old`.
+pub(super) fn embedding_by_token(
+    old: &Tensor,
+    current: &Tensor,
+    old_tokenizer: &Tokenizer,
+    tokenizer: &Tokenizer,
+) -> Result<Tensor, TrainError> {
+    if old.dim(1)? != current.dim(1)? {
+        return Err(TrainError::Invalid(format!(
+            "{EMBED}: width {} in the checkpoint, {} in the model",
+            old.dim(1)?,
+            current.dim(1)?
+        )));
+    }
+    let mut rows = current.to_vec2::<f32>()?;
+    let old_rows = old.to_vec2::<f32>()?;
+    for (token, id) in tokenizer.get_vocab(true) {
+        if let Some(old_id) = old_tokenizer.token_to_id(&token) {
+            if let (Some(row), Some(old_row)) =
+                (rows.get_mut(id as usize), old_rows.get(old_id as usize))
+            {
+                row.clone_from(old_row);
+            }
+        }
+    }
+    Ok(Tensor::new(rows, current.device())?)
 }

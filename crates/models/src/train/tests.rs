@@ -4,7 +4,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::task::training_text;
+use crate::task::{build_task_tokenizer, training_text, TaskMix};
 
 fn tiny(steps: usize) -> TrainConfig {
     TrainConfig {
@@ -24,6 +24,8 @@ fn tiny(steps: usize) -> TrainConfig {
         checkpoint_every: 1000,
         time_budget_s: None,
         stop_after: None,
+        mix: TaskMix::BUNDLED,
+        init: None,
     }
 }
 
@@ -36,7 +38,14 @@ fn sample_docs(n: usize) -> Vec<TokenizedDoc> {
     let eos = token_id(&tokenizer, EOS_TOKEN).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(77);
     (0..n)
-        .map(|_| tokenize_doc(&tokenizer, &training_text(&mut rng, 0.5), eos).unwrap())
+        .map(|_| {
+            tokenize_doc(
+                &tokenizer,
+                &training_text(&mut rng, 0.5, &TaskMix::BUNDLED),
+                eos,
+            )
+            .unwrap()
+        })
         .collect()
 }
 
@@ -168,6 +177,105 @@ fn training_lowers_the_loss() {
     let after = trainer_loss(&dir, &config.shape(vocab), &docs);
     assert!(after < before - 0.5, "loss {before} -> {after}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn continued_training_starts_from_the_checkpoint() {
+    let (base, next, other) = (temp_dir("base"), temp_dir("next"), temp_dir("other"));
+    let docs = sample_docs(4);
+    let vocab = build_task_tokenizer().unwrap().get_vocab_size(true);
+    let shape = tiny(1).shape(vocab);
+    train(&tiny(30), &base, false).unwrap();
+    // A learning rate of ~0 leaves the loaded weights as they were.
+    let frozen = TrainConfig {
+        init: Some(base.clone()),
+        learning_rate: 1e-12,
+        ..tiny(1)
+    };
+    train(&frozen, &next, false).unwrap();
+    let (base_loss, next_loss) = (
+        trainer_loss(&base, &shape, &docs),
+        trainer_loss(&next, &shape, &docs),
+    );
+    assert!(
+        (base_loss - next_loss).abs() < 1e-3,
+        "{base_loss} vs {next_loss}"
+    );
+    train(&tiny(1), &other, false).unwrap();
+    assert!(trainer_loss(&other, &shape, &docs) > base_loss + 0.5);
+    let state = std::fs::read_to_string(next.join("training_state.json")).unwrap();
+    assert!(state.contains("\"init\""), "{state}");
+    // Another shape does not load.
+    let wider = TrainConfig {
+        hidden: 24,
+        ..frozen
+    };
+    let err = train(&wider, &other, false).unwrap_err().to_string();
+    assert!(err.contains("shape") || err.contains("width"), "{err}");
+    // A mix with `max` grows the vocabulary; the old rows are carried over.
+    let with_max = TrainConfig {
+        init: Some(base.clone()),
+        mix: TaskMix {
+            max_share: 0.3,
+            tied_share: 0.5,
+        },
+        ..tiny(1)
+    };
+    train(&with_max, &other, false).unwrap();
+    let config = std::fs::read_to_string(other.join("config.json")).unwrap();
+    assert!(config.contains("\"vocab_size\": 45"), "{config}");
+    for d in [base, next, other] {
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
+
+#[test]
+fn a_mix_share_outside_zero_to_one_is_refused() {
+    let dir = temp_dir("bad-mix");
+    for mix in [
+        TaskMix {
+            max_share: 1.5,
+            tied_share: 0.5,
+        },
+        TaskMix {
+            max_share: 0.1,
+            tied_share: -0.1,
+        },
+    ] {
+        let err = train(&TrainConfig { mix, ..tiny(1) }, &dir, false).unwrap_err();
+        assert!(err.to_string().contains("share"), "{err}");
+    }
+    assert!(!dir.exists(), "nothing is written");
+}
+
+#[test]
+fn embedding_rows_follow_their_tokens_into_a_grown_vocabulary() {
+    use tokenizers::models::wordlevel::WordLevel;
+    let tokenizer = |words: &[&str]| {
+        let vocab = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i as u32))
+            .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token(words[0].to_string())
+            .build()
+            .unwrap();
+        tokenizers::Tokenizer::new(model)
+    };
+    let old = candle_core::Tensor::new(&[[1f32, 1.], [2., 2.]], &Device::Cpu).unwrap();
+    let fresh = candle_core::Tensor::new(&[[0f32, 0.], [9., 9.], [0., 0.]], &Device::Cpu).unwrap();
+    let rows = super::checkpoint::embedding_by_token(
+        &old,
+        &fresh,
+        &tokenizer(&["a", "b"]),
+        &tokenizer(&["b", "c", "a"]),
+    )
+    .unwrap()
+    .to_vec2::<f32>()
+    .unwrap();
+    assert_eq!(rows, vec![vec![2., 2.], vec![9., 9.], vec![1., 1.]]);
 }
 
 #[test]

@@ -1,0 +1,59 @@
+//! `--max-share` / `--tied-share`: the task mix of `glimp train` and `glimp eval`.
+
+use anyhow::bail;
+use glimprouter_models::task::TaskMix;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MixArgs {
+    /// Share of `max` operations in the task (default: the bundled task's,
+    /// none).
+    #[arg(long)]
+    pub max_share: Option<f64>,
+    /// Share of `max` operands in the total's decade (default: the bundled
+    /// task's).
+    #[arg(long)]
+    pub tied_share: Option<f64>,
+}
+
+impl MixArgs {
+    /// `mix` with the given shares in place; each must be in [0, 1].
+    pub fn apply(&self, mix: &mut TaskMix) -> anyhow::Result<()> {
+        for (flag, arg, share) in [
+            ("--max-share", self.max_share, &mut mix.max_share),
+            ("--tied-share", self.tied_share, &mut mix.tied_share),
+        ] {
+            if let Some(value) = arg {
+                if !(0.0..=1.0).contains(&value) {
+                    bail!("{flag} must be in [0, 1], got {value}");
+                }
+                *share = value;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_replace_the_mix_and_out_of_range_ones_are_refused() {
+        let mut mix = TaskMix::BUNDLED;
+        MixArgs::default().apply(&mut mix).unwrap();
+        assert_eq!(mix, TaskMix::BUNDLED);
+        let args = MixArgs {
+            max_share: Some(0.3),
+            tied_share: None,
+        };
+        args.apply(&mut mix).unwrap();
+        assert_eq!(mix.max_share, 0.3);
+        assert_eq!(mix.tied_share, TaskMix::BUNDLED.tied_share);
+        let bad = MixArgs {
+            max_share: None,
+            tied_share: Some(1.5),
+        };
+        let err = bad.apply(&mut mix).unwrap_err().to_string();
+        assert!(err.contains("--tied-share"), "{err}");
+    }
+}
