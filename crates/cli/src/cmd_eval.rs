@@ -9,6 +9,7 @@ use glimprouter_engine::Engine;
 use glimprouter_eval::{run_eval, write_outputs, EvalOptions, LatencyMode};
 
 use crate::config_file::ConfigArgs;
+use crate::mix_args::MixArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -48,6 +49,9 @@ pub struct EvalArgs {
     /// or 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub repeats: Option<u64>,
+    /// The problems' task mix, for pairs trained on another one.
+    #[command(flatten)]
+    pub mix: MixArgs,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         opts.seed = seed;
     }
+    args.mix.apply(&mut opts.mix)?;
     if let Some(tau) = args.tau {
         opts.default_tau = tau;
     }

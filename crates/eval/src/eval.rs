@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use glimprouter_engine::EngineHandle;
-use glimprouter_models::task::{generate_problems, Problem, UNK_TOKEN};
+use glimprouter_models::task::{generate_problems_with, Problem, UNK_TOKEN};
 
 use crate::disagreement::measure_disagreement;
 use crate::plan::{glimp_default, other_runs, random_at, EvalOptions};
@@ -22,7 +22,7 @@ pub fn run_eval(
     quick: bool,
 ) -> Result<EvalReport, EvalError> {
     let started = Instant::now();
-    let problems = generate_problems(opts.seed, opts.num_problems);
+    let problems = generate_problems_with(&opts.mix, opts.seed, opts.num_problems);
     let warnings = tokenizer_warnings(engine, &problems)?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -80,6 +80,7 @@ pub fn run_eval(
     let info = engine.info();
     let meta = EvalMeta {
         seed: opts.seed,
+        mix: opts.mix,
         num_problems: problems.len(),
         mode: opts.mode,
         quick,

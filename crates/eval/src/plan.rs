@@ -2,7 +2,7 @@
 
 use glimprouter_core::params::Policy;
 use glimprouter_core::{Model, RoutingParams};
-use glimprouter_models::task::SOLUTION_MAX_TOKENS;
+use glimprouter_models::task::{TaskMix, SOLUTION_MAX_TOKENS};
 use serde::Serialize;
 
 /// Held-out seed of the problem set. The trainer draws its documents from
@@ -21,6 +21,8 @@ pub enum LatencyMode {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalOptions {
     pub seed: u64,
+    /// The task mix the problems are drawn from.
+    pub mix: TaskMix,
     pub num_problems: usize,
     pub mode: LatencyMode,
     /// Routing every run starts from (the config's `[engine.routing]`):
@@ -62,6 +64,7 @@ impl EvalOptions {
         let default_tau = base_routing.tau;
         Self {
             seed: DEFAULT_SEED,
+            mix: TaskMix::BUNDLED,
             num_problems: 200,
             mode: LatencyMode::Batched,
             default_tau,

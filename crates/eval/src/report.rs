@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use glimprouter_core::Model;
+use glimprouter_models::task::TaskMix;
 use serde::Serialize;
 
 use crate::disagreement::DisagreementResult;
@@ -14,6 +15,8 @@ use crate::policy_run::PolicyResult;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalMeta {
     pub seed: u64,
+    /// The task mix the problems were drawn from.
+    pub mix: TaskMix,
     pub num_problems: usize,
     pub mode: LatencyMode,
     pub quick: bool,
@@ -282,9 +285,17 @@ pub fn render_markdown(report: &EvalReport) -> String {
     let _ = writeln!(out, "# glimp eval\n");
     let _ = writeln!(
         out,
-        "{} problems (seed {}), {}, temperature {}{}. SLM `{}`, LLM `{}`. Latency is wall clock per problem from submit to finish; compare ratios, not seconds.\n",
+        "{} problems (seed {}{}), {}, temperature {}{}. SLM `{}`, LLM `{}`. Latency is wall clock per problem from submit to finish; compare ratios, not seconds.\n",
         m.num_problems,
         m.seed,
+        if m.mix == TaskMix::BUNDLED {
+            String::new()
+        } else {
+            format!(
+                "; task mix: `max` share {}, tied share {}",
+                m.mix.max_share, m.mix.tied_share
+            )
+        },
         mode,
         m.temperature,
         if m.quick { ", quick mode" } else { "" },
@@ -493,6 +504,7 @@ pub(crate) mod tests {
         let disagreement = summarize(0, Vec::new());
         EvalReport {
             meta: EvalMeta {
+                mix: TaskMix::BUNDLED,
                 seed: 7,
                 num_problems: 10,
                 mode: LatencyMode::Batched,
