@@ -165,6 +165,14 @@ pub fn beat_glimp(policies: &[PolicyResult], default_tau: f32) -> Vec<String> {
         .collect()
 }
 
+/// `a - b` in percentage points. Accuracies are counts over the problem
+/// set, so the difference is rounded to a millionth of a point: in floating
+/// point 0.99 - 1.0 is a hair under -1 point, which would fail a bound of
+/// exactly -1 that the counts meet.
+fn accuracy_points(a: f64, b: f64) -> f64 {
+    ((a - b) * 100.0 * 1e6).round() / 1e6
+}
+
 /// The criteria for the bundled pair, from the measurements.
 pub fn checks(
     policies: &[PolicyResult],
@@ -176,7 +184,7 @@ pub fn checks(
     let glimp = find(policies, "glimp", Some(default_tau));
     let spec = find(policies, "glimp+spec", Some(default_tau));
     let points = |a: Option<&PolicyResult>, b: Option<&PolicyResult>| {
-        Some((a?.accuracy - b?.accuracy) * 100.0)
+        Some(accuracy_points(a?.accuracy, b?.accuracy))
     };
     let ratio = |p: Option<&PolicyResult>| p.and_then(|p| p.latency_vs_llm_only);
     vec![
@@ -529,6 +537,23 @@ pub(crate) mod tests {
             policies,
             disagreement,
         }
+    }
+
+    #[test]
+    fn an_accuracy_exactly_one_point_under_the_llm_meets_the_bound() {
+        assert_eq!(accuracy_points(0.99, 1.0), -1.0);
+        assert_eq!(accuracy_points(0.985, 1.0), -1.5);
+        let mut policies = vec![
+            row("slm-only", None, 0.75, 0.5, 0.0),
+            row("llm-only", None, 1.0, 2.0, 1.0),
+            row("glimp", Some(1.0), 0.99, 1.0, 0.2),
+        ];
+        set_ratios_to_llm_only(&mut policies);
+        let checks = checks(&policies, &summarize(0, Vec::new()), 1.0);
+        let glimp = &checks[2];
+        assert_eq!(glimp.value, Some(-1.0));
+        assert!(glimp.passed, "{glimp:?}");
+        assert!(checks[0].passed, "a gap of exactly 25 points meets the bar");
     }
 
     #[test]
