@@ -13,6 +13,9 @@ pub struct MixArgs {
     /// task's).
     #[arg(long)]
     pub tied_share: Option<f64>,
+    /// Share of problems that may have `max` at all (default: all).
+    #[arg(long)]
+    pub max_problems: Option<f64>,
 }
 
 impl MixArgs {
@@ -21,6 +24,7 @@ impl MixArgs {
         for (flag, arg, share) in [
             ("--max-share", self.max_share, &mut mix.max_share),
             ("--tied-share", self.tied_share, &mut mix.tied_share),
+            ("--max-problems", self.max_problems, &mut mix.max_problems),
         ] {
             if let Some(value) = arg {
                 if !(0.0..=1.0).contains(&value) {
@@ -44,14 +48,14 @@ mod tests {
         assert_eq!(mix, TaskMix::BUNDLED);
         let args = MixArgs {
             max_share: Some(0.3),
-            tied_share: None,
+            ..MixArgs::default()
         };
         args.apply(&mut mix).unwrap();
         assert_eq!(mix.max_share, 0.3);
         assert_eq!(mix.tied_share, TaskMix::BUNDLED.tied_share);
         let bad = MixArgs {
-            max_share: None,
             tied_share: Some(1.5),
+            ..MixArgs::default()
         };
         let err = bad.apply(&mut mix).unwrap_err().to_string();
         assert!(err.contains("--tied-share"), "{err}");

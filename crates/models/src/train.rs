@@ -214,6 +214,7 @@ impl TrainConfig {
         for (name, share) in [
             ("max share", self.mix.max_share),
             ("tied share", self.mix.tied_share),
+            ("max problems share", self.mix.max_problems),
         ] {
             if !(0.0..=1.0).contains(&share) {
                 return Err(TrainError::Invalid(format!(

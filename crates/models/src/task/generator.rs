@@ -73,6 +73,15 @@ pub struct TaskMix {
     /// decide. At 0.5 a rule that reads only one of the two digits is right
     /// on three steps in four.
     pub tied_share: f64,
+    /// Share of problems that may have `max` at all (then at `max_share` of
+    /// their operations); the rest are additions and subtractions only. Below
+    /// 1 this bunches the `max` steps into fewer problems.
+    #[serde(default = "all_problems")]
+    pub max_problems: f64,
+}
+
+fn all_problems() -> f64 {
+    1.0
 }
 
 impl TaskMix {
@@ -80,6 +89,7 @@ impl TaskMix {
     pub const ADD_SUBTRACT: TaskMix = TaskMix {
         max_share: 0.0,
         tied_share: 0.5,
+        max_problems: 1.0,
     };
     /// The task the bundled pair was trained on and `glimp eval` measures
     /// by default. Mixes with `max` were tried and not shipped
@@ -220,6 +230,13 @@ pub fn digits(value: u32) -> String {
 
 impl Chain {
     pub fn random(rng: &mut impl Rng, mix: &TaskMix) -> Self {
+        // No draw unless `max` is bunched, so other mixes keep their problems.
+        let bunched = mix.max_share > 0.0 && mix.max_problems < 1.0;
+        let mix = if bunched && !rng.random_bool(mix.max_problems.max(0.0)) {
+            &TaskMix::ADD_SUBTRACT
+        } else {
+            mix
+        };
         let n_ops = rng.random_range(MIN_OPS..=MAX_OPS);
         let start = rng.random_range(0..=MAX_VALUE);
         let mut total = start;

@@ -7,6 +7,7 @@ use super::*;
 const WITH_MAX: TaskMix = TaskMix {
     max_share: 0.25,
     tied_share: 0.2,
+    max_problems: 1.0,
 };
 
 fn reference_output(problem: &Problem) -> String {
@@ -228,12 +229,32 @@ fn the_mix_sets_the_share_of_max_and_of_operands_in_the_totals_decade() {
     let mix = TaskMix {
         max_share: 0.25,
         tied_share: 0.2,
+        max_problems: 1.0,
     };
     let (other, max, tied) = count_ops(&mix, 2);
     let share = max as f64 / (max + other) as f64;
     assert!((0.23..0.27).contains(&share), "max share {share}");
     let tied = tied as f64 / max as f64;
     assert!((0.17..0.23).contains(&tied), "tied share {tied}");
+}
+
+#[test]
+fn max_problems_bunches_max_into_that_share_of_the_problems() {
+    let mix = TaskMix {
+        max_share: 0.5,
+        tied_share: 0.2,
+        max_problems: 0.3,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let chains: Vec<Chain> = (0..3000).map(|_| Chain::random(&mut rng, &mix)).collect();
+    let is_max = |op: &Op| op.kind == OpKind::Max;
+    let with_max: Vec<&Chain> = chains.iter().filter(|c| c.ops.iter().any(is_max)).collect();
+    let problems = with_max.len() as f64 / chains.len() as f64;
+    // 0.3 of the problems, less those that drew no `max` by chance.
+    assert!((0.24..0.31).contains(&problems), "{problems}");
+    let ops: Vec<&Op> = with_max.iter().flat_map(|c| c.ops.iter()).collect();
+    let share = ops.iter().filter(|op| is_max(op)).count() as f64 / ops.len() as f64;
+    assert!(share > 0.5, "max is dense where it occurs: {share}");
 }
 
 #[test]

@@ -76,6 +76,7 @@ pub fn build_task_tokenizer_for(mix: &TaskMix) -> Result<Tokenizer, TaskError> {
             0.0
         },
         tied_share: 0.5,
+        max_problems: 1.0,
     };
     let pre = pre_tokenizer()?;
     let mut rng = ChaCha8Rng::seed_from_u64(COVERAGE_SEED);

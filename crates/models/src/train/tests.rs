@@ -218,6 +218,7 @@ fn continued_training_starts_from_the_checkpoint() {
         mix: TaskMix {
             max_share: 0.3,
             tied_share: 0.5,
+            max_problems: 1.0,
         },
         ..tiny(1)
     };
@@ -236,10 +237,12 @@ fn a_mix_share_outside_zero_to_one_is_refused() {
         TaskMix {
             max_share: 1.5,
             tied_share: 0.5,
+            max_problems: 1.0,
         },
         TaskMix {
             max_share: 0.1,
             tied_share: -0.1,
+            max_problems: 1.0,
         },
     ] {
         let err = train(&TrainConfig { mix, ..tiny(1) }, &dir, false).unwrap_err();
