@@ -1,4 +1,5 @@
-//! `--max-share` / `--tied-share`: the task mix of `glimp train` and `glimp eval`.
+//! `--max-share` / `--tied-share` / `--max-problems`: the task mix of
+//! `glimp train` and `glimp eval`.
 
 use anyhow::bail;
 use glimprouter_models::task::TaskMix;
@@ -21,17 +22,20 @@ pub struct MixArgs {
 impl MixArgs {
     /// `mix` with the given shares in place; each must be in [0, 1].
     pub fn apply(&self, mix: &mut TaskMix) -> anyhow::Result<()> {
-        for (flag, arg, share) in [
-            ("--max-share", self.max_share, &mut mix.max_share),
-            ("--tied-share", self.tied_share, &mut mix.tied_share),
-            ("--max-problems", self.max_problems, &mut mix.max_problems),
+        for (arg, share) in [
+            (self.max_share, &mut mix.max_share),
+            (self.tied_share, &mut mix.tied_share),
+            (self.max_problems, &mut mix.max_problems),
         ] {
             if let Some(value) = arg {
-                if !(0.0..=1.0).contains(&value) {
-                    bail!("{flag} must be in [0, 1], got {value}");
-                }
                 *share = value;
             }
+        }
+        if let Some((field, value)) = mix.out_of_range() {
+            bail!(
+                "--{} must be in [0, 1], got {value}",
+                field.replace('_', "-")
+            );
         }
         Ok(())
     }

@@ -300,8 +300,8 @@ pub fn render_markdown(report: &EvalReport) -> String {
             String::new()
         } else {
             format!(
-                "; task mix: `max` share {}, tied share {}",
-                m.mix.max_share, m.mix.tied_share
+                "; task mix: `max` share {}, tied share {}, in {} of the problems",
+                m.mix.max_share, m.mix.tied_share, m.mix.max_problems
             )
         },
         mode,

@@ -211,16 +211,10 @@ impl TrainConfig {
         if self.stop_after == Some(0) {
             return Err(TrainError::Invalid("stop_after must be positive".into()));
         }
-        for (name, share) in [
-            ("max share", self.mix.max_share),
-            ("tied share", self.mix.tied_share),
-            ("max problems share", self.mix.max_problems),
-        ] {
-            if !(0.0..=1.0).contains(&share) {
-                return Err(TrainError::Invalid(format!(
-                    "{name} must be in [0, 1], got {share}"
-                )));
-            }
+        if let Some((name, share)) = self.mix.out_of_range() {
+            return Err(TrainError::Invalid(format!(
+                "{name} must be in [0, 1], got {share}"
+            )));
         }
         if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return Err(TrainError::Invalid("head_dim must be even".into()));

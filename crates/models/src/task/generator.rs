@@ -95,6 +95,18 @@ impl TaskMix {
     /// by default. Mixes with `max` were tried and not shipped
     /// (docs/TRAINING.md).
     pub const BUNDLED: TaskMix = TaskMix::ADD_SUBTRACT;
+
+    /// The first share outside [0, 1], by field name, with its value: the
+    /// generator draws with these as probabilities.
+    pub fn out_of_range(&self) -> Option<(&'static str, f64)> {
+        [
+            ("max_share", self.max_share),
+            ("tied_share", self.tied_share),
+            ("max_problems", self.max_problems),
+        ]
+        .into_iter()
+        .find(|(_, share)| !(0.0..=1.0).contains(share))
+    }
 }
 
 impl Default for TaskMix {

@@ -226,6 +226,12 @@ fn count_ops(mix: &TaskMix, seed: u64) -> (usize, usize, usize) {
 fn the_mix_sets_the_share_of_max_and_of_operands_in_the_totals_decade() {
     let (_, max, _) = count_ops(&TaskMix::ADD_SUBTRACT, 1);
     assert_eq!(max, 0);
+    assert_eq!(TaskMix::BUNDLED.out_of_range(), None);
+    let bunched_too_far = TaskMix {
+        max_problems: 1.2,
+        ..TaskMix::BUNDLED
+    };
+    assert_eq!(bunched_too_far.out_of_range(), Some(("max_problems", 1.2)));
     let mix = TaskMix {
         max_share: 0.25,
         tied_share: 0.2,
