@@ -9,8 +9,9 @@ use crate::mix_args::MixArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Which model of the pair to train.
-    #[arg(long, value_parser = ["slm", "llm"])]
+    /// Which model of the pair to train. The SLM takes two runs: `slm-base`,
+    /// then `slm` with `--init` at the slm-base checkpoint.
+    #[arg(long, value_parser = ["slm-base", "slm", "llm"])]
     pub preset: String,
     /// Output folder (Hugging Face format); checkpoints overwrite it.
     #[arg(long)]
@@ -67,6 +68,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         // has not happened yet at this point.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
+    if args.preset == "slm" && args.init.is_none() {
+        anyhow::bail!(
+            "the slm preset continues from an slm-base checkpoint: run \
+             `glimp train --preset slm-base --out DIR` first, then pass `--init DIR`"
+        );
+    }
     let mut config = TrainConfig::preset(&args.preset)?;
     if let Some(steps) = args.steps {
         config.steps = steps;
@@ -109,4 +116,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_context(|| format!("training {} into {}", args.preset, args.out.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn the_slm_preset_without_a_base_checkpoint_is_refused_before_training() {
+        let out = std::env::temp_dir().join(format!("glimp-cli-slm-{}", std::process::id()));
+        let args = Cli::parse_from(["train", "--preset", "slm", "--out", out.to_str().unwrap()]);
+        let err = run(args.train).unwrap_err().to_string();
+        assert!(err.contains("--preset slm-base"), "{err}");
+        assert!(!out.exists(), "nothing is written");
+    }
 }

@@ -296,8 +296,8 @@ pub fn render_markdown(report: &EvalReport) -> String {
         "{} problems (seed {}{}), {}, temperature {}{}. SLM `{}`, LLM `{}`. Latency is wall clock per problem from submit to finish; compare ratios, not seconds.\n",
         m.num_problems,
         m.seed,
-        if m.mix == TaskMix::BUNDLED {
-            String::new()
+        if m.mix.max_share == 0.0 {
+            "; additions and subtractions only".to_string()
         } else {
             format!(
                 "; task mix: `max` share {}, tied share {}, in {} of the problems",

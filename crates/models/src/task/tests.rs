@@ -351,10 +351,13 @@ fn tokenizer_is_deterministic_and_decision_words_are_single_tokens() {
     let b = build_task_tokenizer().unwrap();
     assert_eq!(a.to_string(false).unwrap(), b.to_string(false).unwrap());
     assert_eq!(token_id(&a, EOS_TOKEN).unwrap(), 0);
-    assert_eq!(a.get_vocab_size(true), 40, "the bundled pair's vocabulary");
+    assert_eq!(a.get_vocab_size(true), 45, "the bundled pair's vocabulary");
     let with_max = build_task_tokenizer_for(&WITH_MAX).unwrap();
-    // ` max`, and `hold` and `raise` at a step start and after `Wait ,`.
-    assert_eq!(with_max.get_vocab_size(true), 45);
+    assert_eq!(with_max.get_vocab(true), a.get_vocab(true));
+    // Without `max`: no ` max`, and no `hold` or `raise` at a step start
+    // or after `Wait ,`.
+    let add_subtract = build_task_tokenizer_for(&TaskMix::ADD_SUBTRACT).unwrap();
+    assert_eq!(add_subtract.get_vocab_size(true), 40);
     let decision_words = [
         (&a, "add"),
         (&a, "carry"),

@@ -282,16 +282,23 @@ fn embedding_rows_follow_their_tokens_into_a_grown_vocabulary() {
 }
 
 #[test]
-fn presets_exist_and_the_llm_costs_about_ten_times_the_slm() {
-    let slm = TrainConfig::preset("slm").unwrap().shape(60).parameters() as f64;
-    let llm = TrainConfig::preset("llm").unwrap().shape(60).parameters() as f64;
+fn presets_exist_and_the_llm_costs_8_to_16_times_the_slm() {
+    let (base, slm) = (
+        TrainConfig::preset("slm-base").unwrap(),
+        TrainConfig::preset("slm").unwrap(),
+    );
+    assert_eq!(base.shape(45), slm.shape(45), "one SLM, two stages");
+    assert_eq!(base.mix, TaskMix::ADD_SUBTRACT);
+    assert_eq!((slm.preset.as_str(), slm.mix), ("slm", TaskMix::BUNDLED));
+    let slm = slm.shape(45).parameters() as f64;
+    let llm = TrainConfig::preset("llm").unwrap().shape(45).parameters() as f64;
     assert!((8.0..=16.0).contains(&(llm / slm)), "ratio {}", llm / slm);
     assert!(TrainConfig::preset("xl").is_err());
 }
 
 #[test]
 fn learning_rate_warms_up_then_decays_to_a_tenth() {
-    let c = TrainConfig::preset("slm").unwrap();
+    let c = TrainConfig::preset("slm-base").unwrap();
     let lr = |step: usize| c.learning_rate_at(step, c.progress(step, 0.0));
     assert!(lr(0) < lr(c.warmup_steps - 1));
     assert!((lr(c.warmup_steps - 1) - c.learning_rate).abs() < 0.05 * c.learning_rate);
