@@ -335,7 +335,11 @@ async fn a_remote_slm_glimpses_with_top_20_logprobs_and_routes_like_the_exact_en
         for (&h, &est) in exact.h_init.iter().zip(&approx.h_init) {
             glimpses += 1;
             assert!(est <= h + 1e-3, "{id}: estimate {est} above exact {h}");
-            assert!(h - est < 0.05, "{id}: estimate {est} far below exact {h}");
+            // The estimate misses at most r ln(V - 20), r the mass beyond the
+            // top 20; on the bundled SLM the largest miss measured is 0.28
+            // nats, at a `max` step where it spreads its probability
+            // (models/tests/topk_entropy.rs, README).
+            assert!(h - est < 0.3, "{id}: estimate {est} far below exact {h}");
             if (h <= tau) != (est <= tau) {
                 all_alike = false;
                 break;

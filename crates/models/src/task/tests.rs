@@ -265,12 +265,13 @@ fn max_problems_bunches_max_into_that_share_of_the_problems() {
 
 #[test]
 fn without_max_the_mix_draws_what_the_add_subtract_task_always_drew() {
-    // benches/task_prompts.jsonl holds the first prompts of seed 2026 as the
-    // add/subtract task wrote them before `max` existed; models trained on
-    // that task must keep seeing the same problems.
+    // The first prompts of seed 2026 as the add/subtract task wrote them
+    // before `max` existed (benches/task_prompts.jsonl up to the eleventh
+    // session); a model trained on that task (`slm-base`) must keep seeing
+    // the same problems.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../benches/task_prompts.jsonl"
+        "/src/task/testdata/add_subtract_prompts_seed2026.jsonl"
     );
     let file = std::fs::read_to_string(path).unwrap();
     let saved: Vec<String> = file
