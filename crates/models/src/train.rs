@@ -235,16 +235,26 @@ impl TrainConfig {
     }
 }
 
+/// The variables of `varmap`, by name.
+fn lock_vars(
+    varmap: &VarMap,
+) -> Result<
+    std::sync::MutexGuard<'_, std::collections::HashMap<String, candle_core::Var>>,
+    TrainError,
+> {
+    varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Invalid("variable map lock poisoned".into()))
+}
+
 /// Re-initialises every weight from `seed` (candle's CPU generator cannot be
 /// seeded): norms to one, everything else uniform with standard deviation
 /// 0.02, visiting the variables in name order.
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<(), TrainError> {
     use rand::Rng;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1a1b_1c1d);
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| TrainError::Invalid("variable map lock poisoned".into()))?;
+    let vars = lock_vars(varmap)?;
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     let bound = 0.02 * 3f32.sqrt();

@@ -86,10 +86,7 @@ pub fn load_into(varmap: &VarMap, dir: &Path, tokenizer: &Tokenizer) -> Result<(
     let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
     let old_tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
         .map_err(|e| TrainError::Tokenizer(format!("{}: {e}", dir.display())))?;
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| TrainError::Invalid("variable map lock poisoned".into()))?;
+    let vars = super::lock_vars(varmap)?;
     for (name, var) in vars.iter() {
         let old = tensors.get(name).ok_or_else(|| {
             TrainError::Invalid(format!("{} has no tensor {name}", dir.display()))
