@@ -223,6 +223,13 @@ impl TrainConfig {
         if self.stop_after == Some(0) {
             return Err(TrainError::Invalid("stop_after must be positive".into()));
         }
+        if self.preset == "slm" && self.init.is_none() {
+            return Err(TrainError::Invalid(
+                "the slm preset continues from an slm-base checkpoint: run \
+                 `glimp train --preset slm-base --out DIR` first, then pass `--init DIR`"
+                    .into(),
+            ));
+        }
         if let Some((name, share)) = self.mix.out_of_range() {
             return Err(TrainError::Invalid(format!(
                 "{name} must be in [0, 1], got {share}"

@@ -297,6 +297,14 @@ fn presets_exist_and_the_llm_costs_8_to_16_times_the_slm() {
 }
 
 #[test]
+fn the_slm_preset_needs_the_slm_base_checkpoint() {
+    let dir = temp_dir("slm-no-init");
+    let err = train(&TrainConfig::preset("slm").unwrap(), &dir, false).unwrap_err();
+    assert!(err.to_string().contains("--preset slm-base"), "{err}");
+    assert!(!dir.exists(), "nothing is written");
+}
+
+#[test]
 fn learning_rate_warms_up_then_decays_to_a_tenth() {
     let c = TrainConfig::preset("slm-base").unwrap();
     let lr = |step: usize| c.learning_rate_at(step, c.progress(step, 0.0));
