@@ -123,12 +123,6 @@ impl TaskMix {
     }
 }
 
-impl Default for TaskMix {
-    fn default() -> Self {
-        Self::BUNDLED
-    }
-}
-
 /// One operation applied to the running total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Op {
