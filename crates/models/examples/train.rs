@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use glimprouter_models::task::{
     build_task_tokenizer, generate_problems_with, write_prompts_jsonl, write_tokenizer_files,
-    TaskMix, MAX_OPS, SOLUTION_MAX_TOKENS,
+    Problem, TaskMix, MAX_OPS, SOLUTION_MAX_TOKENS,
 };
 use glimprouter_models::train::check::{auc, load_checkpoint};
 use glimprouter_models::train::{train, TrainConfig};
@@ -36,6 +36,11 @@ fn trained_mix(dir: &str) -> TaskMix {
         .unwrap_or(TaskMix::ADD_SUBTRACT)
 }
 
+/// `n` held-out problems of the task the checkpoint in `dir` was trained on.
+fn held_out_problems(dir: &str, n: usize) -> Vec<Problem> {
+    generate_problems_with(&trained_mix(dir), EVAL_SEED, n)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -56,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("eval") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let problems = generate_problems_with(&trained_mix(&args[1]), EVAL_SEED, n);
+            let problems = held_out_problems(&args[1], n);
             if let Some(p) = problems.first() {
                 println!(
                     "{}{}",
@@ -69,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("failures") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let problems = generate_problems_with(&trained_mix(&args[1]), EVAL_SEED, n);
+            let problems = held_out_problems(&args[1], n);
             for (p, out) in ckpt.wrong_answers(&problems)? {
                 println!(
                     "=== {:?}\nref {:?}\ngot {:?}",
@@ -82,11 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("steps") if args.len() >= 2 => {
             let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
             let ckpt = load_checkpoint(&PathBuf::from(&args[1]))?;
-            let checks = ckpt.step_agreement(&generate_problems_with(
-                &trained_mix(&args[1]),
-                EVAL_SEED,
-                n,
-            ))?;
+            let checks = ckpt.step_agreement(&held_out_problems(&args[1], n))?;
             for c in checks.iter().filter(|c| c.differs()).take(6) {
                 println!("H={:.3} ref {:?} got {:?}", c.entropy, c.reference, c.mine);
             }
