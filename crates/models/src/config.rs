@@ -155,6 +155,15 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The config of a checkpoint: a `.gguf` file's metadata, or a folder's
+    /// `config.json`.
+    pub fn load(path: &Path) -> Result<ModelConfig> {
+        if crate::gguf::is_gguf(path) {
+            return crate::gguf::GgufFile::open(path)?.config();
+        }
+        ModelConfig::from_dir(path)
+    }
+
     /// Reads `dir/config.json`.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
         let raw: RawConfig = read_json(&dir.join("config.json"))?;

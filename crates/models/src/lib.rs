@@ -3,17 +3,23 @@
 //! Llama, Mistral, Qwen2 and Qwen3 checkpoints in Hugging Face format run one ragged
 //! batch per forward (`ModelRunner::forward`): the tokens of many sequences concatenated,
 //! each with its own positions and block table, K/V written into a paged cache.
+//! Checkpoints are Hugging Face folders of safetensors or GGUF files, whose
+//! quantized weights stay quantized (`gguf.rs`, `linear.rs`).
 
 pub mod attention_cpu;
 mod batch_meta;
 pub mod config;
 pub mod error;
+pub mod gguf;
+pub mod gguf_convert;
+pub mod gguf_tokenizer;
 pub mod kv_cache;
 mod linear;
 pub mod make_model;
 mod model;
 pub mod rope;
 pub mod runner;
+pub mod test_files;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,53 +1,160 @@
-//! A linear layer that keeps its weight transposed: `[in, out]`, contiguous.
+//! A linear layer over a dense or a quantized weight.
 //!
-//! candle_nn's `Linear` multiplies by a transposed view of the `[out, in]`
-//! weight. On the CPU the GEMM then repacks the whole weight on every call
-//! with more than one input row, and at serving batch sizes that copy costs
-//! more than the arithmetic (the bundled LLM's MLP shape, 160 x 448, one
-//! thread: 2 rows 24.6 us through the view against 5.6 us from the
-//! contiguous transpose, 8 rows 32.9 against 17.2, 32 rows 74 against 54).
+//! A dense weight is kept transposed: `[in, out]`, contiguous. candle_nn's
+//! `Linear` multiplies by a transposed view of the `[out, in]` weight. On
+//! the CPU the GEMM then repacks the whole weight on every call with more
+//! than one input row, and at serving batch sizes that copy costs more than
+//! the arithmetic (the bundled LLM's MLP shape, 160 x 448, one thread: 2
+//! rows 24.6 us through the view against 5.6 us from the contiguous
+//! transpose, 8 rows 32.9 against 17.2, 32 rows 74 against 54).
+//!
+//! A quantized weight (from a GGUF file) stays in its blocks, `[out, in]`,
+//! and runs on candle's quantized matmul kernels.
 
-use candle_core::Tensor;
+use std::sync::Arc;
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
 
 use crate::error::Result;
+use crate::gguf::RawTensor;
 
-pub struct Linear {
+/// A checkpoint's `[out, in]` weight matrix as loaded.
+pub enum Matrix {
+    Dense(Tensor),
+    /// Quantization blocks as stored, on the host until a layer takes them.
+    Quantized(RawTensor),
+}
+
+#[derive(Clone)]
+enum Weight {
     /// `[in, out]`, contiguous.
-    weight_t: Tensor,
+    Dense(Tensor),
+    /// `[out, in]` in quantization blocks.
+    Quantized(Arc<QTensor>),
+    /// Layers stacked from weights of different types: each runs alone and
+    /// their outputs are put side by side.
+    Parts(Vec<Weight>),
+}
+
+#[derive(Clone)]
+pub struct Linear {
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     /// From a checkpoint's `[out, in]` weight (transposed once, here).
+    #[cfg(test)]
     pub fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
+            weight: Weight::Dense(weight.t()?.contiguous()?),
             bias,
         })
     }
 
     /// Layers that read the same input, as one: their `[out_i, in]`
-    /// weights (and biases) stacked, so that one GEMM serves them all and
+    /// weights (and biases) stacked, so that one matmul serves them all and
     /// `forward` returns their outputs side by side, `[T, sum of out_i]`.
-    pub fn stacked(weights: &[Tensor], biases: Option<&[Tensor]>) -> Result<Self> {
+    /// Quantized weights of one type stack by their rows of blocks.
+    pub fn stacked(
+        weights: Vec<Matrix>,
+        biases: Option<&[Tensor]>,
+        device: &Device,
+    ) -> Result<Self> {
         let bias = biases.map(|b| Tensor::cat(b, 0)).transpose()?;
-        Self::new(&Tensor::cat(weights, 0)?, bias)
+        let weight = stack(weights, device)?;
+        Ok(Self { weight, bias })
     }
 
     /// `x [T, in]` -> `[T, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight_t)?;
+        let y = self.weight.forward(x)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
 
-    /// Rows `ids` of the `[out, in]` weight as `[n, in]`: the token
-    /// embeddings when the LM head is tied to them, so the table is held
-    /// once.
+    /// Rows `ids` of the `[out, in]` weight as `[n, in]` (f32 when the
+    /// weight is quantized): the token embeddings when the LM head is tied
+    /// to them, so the table is held once, or a quantized embedding table.
     pub fn weight_rows(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.weight_t.index_select(ids, 1)?.t()?.contiguous()?)
+        match &self.weight {
+            Weight::Dense(w) => Ok(w.index_select(ids, 1)?.t()?.contiguous()?),
+            Weight::Quantized(q) => Ok(q.embedding(ids)?),
+            Weight::Parts(_) => Err(candle_core::Error::Msg(
+                "rows of a stacked layer are not an embedding table".into(),
+            )
+            .into()),
+        }
+    }
+}
+
+fn stack(weights: Vec<Matrix>, device: &Device) -> Result<Weight> {
+    if weights.iter().all(|m| matches!(m, Matrix::Dense(_))) {
+        let dense: Vec<Tensor> = weights
+            .into_iter()
+            .filter_map(|m| match m {
+                Matrix::Dense(t) => Some(t),
+                Matrix::Quantized(_) => None,
+            })
+            .collect();
+        return Ok(Weight::Dense(Tensor::cat(&dense, 0)?.t()?.contiguous()?));
+    }
+    if let Some(raw) = concat_rows(&weights) {
+        return quantized(&raw, device);
+    }
+    // Mixed types (a Q4_K_M file's q/k/v can be): each part runs alone.
+    let parts = weights
+        .into_iter()
+        .map(|m| match m {
+            Matrix::Dense(t) => Ok(Weight::Dense(t.t()?.contiguous()?)),
+            Matrix::Quantized(raw) => quantized(&raw, device),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Weight::Parts(parts))
+}
+
+/// Quantized matrices of one type and width as one: their rows of blocks
+/// one after another. `None` if any differs.
+fn concat_rows(weights: &[Matrix]) -> Option<RawTensor> {
+    let mut merged: Option<RawTensor> = None;
+    for m in weights {
+        let Matrix::Quantized(r) = m else {
+            return None;
+        };
+        match merged.as_mut() {
+            None => merged = Some(r.clone()),
+            Some(acc) if acc.dtype == r.dtype && acc.dims[1..] == r.dims[1..] => {
+                acc.dims[0] += r.dims[0];
+                acc.bytes.extend_from_slice(&r.bytes);
+            }
+            Some(_) => return None,
+        }
+    }
+    merged
+}
+
+fn quantized(raw: &RawTensor, device: &Device) -> Result<Weight> {
+    let q = qtensor_from_ggml(raw.dtype, &raw.bytes, raw.dims.clone(), device)?;
+    Ok(Weight::Quantized(Arc::new(q)))
+}
+
+impl Weight {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Dense(w) => x.matmul(w)?,
+            // candle's quantized matmul reads its input as one contiguous slice.
+            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(&x.contiguous()?)?,
+            Weight::Parts(parts) => {
+                let outs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&outs, 1)?
+            }
+        })
     }
 }
 
@@ -78,8 +185,12 @@ mod tests {
         // Stacked: the two layers' outputs side by side.
         let w2 = Tensor::randn(0f32, 1.0, (3, 5), &dev).unwrap();
         let b2 = Tensor::randn(0f32, 1.0, 3, &dev).unwrap();
-        let both =
-            Linear::stacked(&[w.clone(), w2.clone()], Some(&[b.clone(), b2.clone()])).unwrap();
+        let both = Linear::stacked(
+            vec![Matrix::Dense(w.clone()), Matrix::Dense(w2.clone())],
+            Some(&[b.clone(), b2.clone()]),
+            &dev,
+        )
+        .unwrap();
         let second = Linear::new(&w2, Some(b2)).unwrap();
         let x = Tensor::randn(0f32, 1.0, (4, 5), &dev).unwrap();
         let y = both.forward(&x).unwrap();

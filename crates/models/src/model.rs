@@ -10,7 +10,7 @@ use crate::batch_meta::BatchMeta;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::kv_cache::PagedKvCache;
-use crate::linear::Linear;
+use crate::linear::{Linear, Matrix};
 use crate::rope::{RopeRows, RotaryEmbedding};
 use crate::weights::Weights;
 
@@ -28,7 +28,7 @@ fn stacked_linear(
 ) -> Result<Linear> {
     let weights = parts
         .iter()
-        .map(|(name, out)| w.get(&format!("{name}.weight"), &[*out, in_dim]))
+        .map(|(name, out)| w.matrix(&format!("{name}.weight"), &[*out, in_dim]))
         .collect::<Result<Vec<_>>>()?;
     let biases = if bias {
         Some(
@@ -40,7 +40,7 @@ fn stacked_linear(
     } else {
         None
     };
-    Linear::stacked(&weights, biases.as_deref())
+    Linear::stacked(weights, biases.as_deref(), w.device())
 }
 
 fn rms_norm(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
@@ -208,27 +208,41 @@ impl DecoderLayer {
     }
 }
 
+/// Where the token embeddings are read from.
+enum TokenEmbeddings {
+    Table(Embedding),
+    /// Rows of a layer's `[out, in]` weight: the LM head's when tied (the
+    /// table held once), or an untied quantized table.
+    Rows(Linear),
+}
+
 pub struct Model {
-    /// `None` when tied to the LM head, whose weight rows are the table.
-    embed_tokens: Option<Embedding>,
+    embed_tokens: TokenEmbeddings,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
     rotary: RotaryEmbedding,
+    dtype: DType,
     device: Device,
 }
 
 impl Model {
     pub fn load(cfg: &ModelConfig, w: &Weights, dtype: DType, device: &Device) -> Result<Self> {
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let embeddings = w.get("model.embed_tokens.weight", &[v, h])?;
-        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings {
-            (None, Linear::new(&embeddings, None)?)
-        } else {
-            (
-                Some(Embedding::new(embeddings, h)),
+        let embeddings = w.matrix("model.embed_tokens.weight", &[v, h])?;
+        let (embed_tokens, lm_head) = match (cfg.tie_word_embeddings, embeddings) {
+            (true, table) => {
+                let head = Linear::stacked(vec![table], None, device)?;
+                (TokenEmbeddings::Rows(head.clone()), head)
+            }
+            (false, Matrix::Dense(table)) => (
+                TokenEmbeddings::Table(Embedding::new(table, h)),
                 linear(w, "lm_head", v, h, false)?,
-            )
+            ),
+            (false, table) => (
+                TokenEmbeddings::Rows(Linear::stacked(vec![table], None, device)?),
+                linear(w, "lm_head", v, h, false)?,
+            ),
         };
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(cfg, w, &format!("model.layers.{i}")))
@@ -239,6 +253,7 @@ impl Model {
             norm: rms_norm(w, "model.norm", h, cfg.rms_norm_eps)?,
             lm_head,
             rotary: RotaryEmbedding::new(cfg, dtype, device)?,
+            dtype,
             device: device.clone(),
         })
     }
@@ -255,8 +270,9 @@ impl Model {
     pub fn forward(&self, meta: &BatchMeta, cache: &mut PagedKvCache) -> Result<Tensor> {
         let rope = self.rotary.rows(&meta.positions)?;
         let mut x = match &self.embed_tokens {
-            Some(e) => e.forward(&meta.token_ids)?,
-            None => self.lm_head.weight_rows(&meta.token_ids)?,
+            TokenEmbeddings::Table(e) => e.forward(&meta.token_ids)?,
+            // Quantized rows come back as f32.
+            TokenEmbeddings::Rows(l) => l.weight_rows(&meta.token_ids)?.to_dtype(self.dtype)?,
         };
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &rope, cache, i, meta)?;

@@ -50,13 +50,14 @@ pub struct ModelRunner {
 }
 
 impl ModelRunner {
-    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
-        Self::load_with_backend(dir, opts, AttentionBackend::Auto)
+    /// Loads a checkpoint folder or a `.gguf` file.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_backend(path, opts, AttentionBackend::Auto)
     }
 
     /// Like `load`, choosing the attention implementation (tests run both on CPU).
     pub fn load_with_backend(
-        dir: &Path,
+        path: &Path,
         opts: &LoadOptions,
         backend: AttentionBackend,
     ) -> Result<Self> {
@@ -68,8 +69,8 @@ impl ModelRunner {
                 "block_size and num_blocks must be positive".into(),
             ));
         }
-        let config = ModelConfig::from_dir(dir)?;
-        let weights = Weights::open(dir, opts.dtype, &opts.device)?;
+        let config = ModelConfig::load(path)?;
+        let weights = Weights::open(path, &config, opts.dtype, &opts.device)?;
         let model = Model::load(&config, &weights, opts.dtype, &opts.device)?;
         let geo = CacheGeometry {
             num_layers: config.num_hidden_layers,
@@ -85,7 +86,7 @@ impl ModelRunner {
             blocks = opts.num_blocks,
             block_size = opts.block_size,
             "loaded model from {}",
-            dir.display()
+            path.display()
         );
         Ok(Self {
             config,

@@ -1,5 +1,7 @@
 //! Tokenizer of a checkpoint: `tokenizer.json` plus the special tokens and chat template
-//! of `tokenizer_config.json` and the EOS ids of `generation_config.json`.
+//! of `tokenizer_config.json` and the EOS ids of `generation_config.json`; or, for a GGUF
+//! file, the tokenizer its metadata describes (`gguf_tokenizer.rs`), unless a
+//! `tokenizer.json` lies beside the file.
 
 use std::path::Path;
 
@@ -66,6 +68,38 @@ fn template_string(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 impl ModelTokenizer {
+    /// The tokenizer of a checkpoint folder or of a `.gguf` file.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !crate::gguf::is_gguf(path) {
+            return Self::from_dir(path);
+        }
+        let file = crate::gguf::GgufFile::open(path)?;
+        let beside = path.parent().unwrap_or(Path::new("."));
+        if beside.join("tokenizer.json").exists() {
+            // The folder's files win; what they leave out comes from the file.
+            let mut tok = Self::from_dir(beside)?;
+            if tok.chat_template.is_none() {
+                tok.chat_template = file.string("tokenizer.chat_template").map(str::to_string);
+            }
+            return Ok(tok);
+        }
+        let parts =
+            crate::gguf_tokenizer::tokenizer_from_gguf(file.metadata()).map_err(|e| match e {
+                ModelError::Tokenizer(m) => {
+                    ModelError::Tokenizer(format!("{}: {m}", path.display()))
+                }
+                other => other,
+            })?;
+        Ok(Self {
+            tokenizer: parts.tokenizer,
+            eos_ids: parts.eos_ids,
+            bos_id: parts.bos_id,
+            bos_token: parts.bos_token,
+            eos_token: parts.eos_token,
+            chat_template: parts.chat_template,
+        })
+    }
+
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.exists() {

@@ -1,4 +1,6 @@
-//! Memory-mapped safetensors checkpoints (single file or sharded with an index).
+//! The tensors of a checkpoint, by Hugging Face name: a folder of
+//! memory-mapped safetensors (single file or sharded with an index), or a
+//! GGUF file (`gguf.rs`), whose quantized matrices stay quantized.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -6,18 +8,116 @@ use std::path::{Path, PathBuf};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use crate::config::ModelConfig;
 use crate::error::{read_json, ModelError, Result};
+use crate::gguf::{self, GgufFile, RawTensor};
+use crate::linear::Matrix;
 
 /// All tensors of a checkpoint, loaded on demand with shape checks.
-pub struct Weights {
-    files: MmapedSafetensors,
+pub enum Weights {
+    Safetensors(SafetensorsWeights),
+    Gguf(Box<GgufWeights>),
+}
+
+/// A GGUF file's tensors, converted for a model of `config`.
+pub struct GgufWeights {
+    file: GgufFile,
+    /// llama's q/k rows are reordered with its head counts.
+    config: ModelConfig,
     dtype: DType,
     device: Device,
 }
 
 impl Weights {
+    /// A `.gguf` file, or a checkpoint folder of safetensors.
+    pub fn open(path: &Path, config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+        if gguf::is_gguf(path) {
+            return Ok(Weights::Gguf(Box::new(GgufWeights {
+                file: GgufFile::open(path)?,
+                config: config.clone(),
+                dtype,
+                device: device.clone(),
+            })));
+        }
+        SafetensorsWeights::open(path, dtype, device).map(Weights::Safetensors)
+    }
+
+    /// Loads `name` in the model dtype on the model device (a quantized
+    /// GGUF tensor is dequantized: for norms and biases, which are small).
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        match self {
+            Weights::Safetensors(w) => w.get(name, shape),
+            Weights::Gguf(g) => {
+                let raw = checked(g.file.read(name, &g.config)?, name, shape)?;
+                dense(&raw, name, g.dtype, &g.device)
+            }
+        }
+    }
+
+    /// Loads the `[out, in]` matrix `name`: quantized GGUF tensors as their
+    /// blocks, anything else as a dense tensor in the model dtype.
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
+        match self {
+            Weights::Gguf(g) => {
+                let raw = checked(g.file.read(name, &g.config)?, name, shape)?;
+                if raw.is_quantized() {
+                    Ok(Matrix::Quantized(raw))
+                } else {
+                    dense(&raw, name, g.dtype, &g.device).map(Matrix::Dense)
+                }
+            }
+            Weights::Safetensors(_) => self.get(name, shape).map(Matrix::Dense),
+        }
+    }
+}
+
+impl Weights {
+    pub fn device(&self) -> &Device {
+        match self {
+            Weights::Safetensors(w) => &w.device,
+            Weights::Gguf(g) => &g.device,
+        }
+    }
+}
+
+fn checked(raw: RawTensor, name: &str, shape: &[usize]) -> Result<RawTensor> {
+    if raw.dims != shape {
+        return Err(ModelError::ShapeMismatch {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            actual: raw.dims,
+        });
+    }
+    Ok(raw)
+}
+
+fn dense(raw: &RawTensor, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+    let load_err = |e: candle_core::Error| ModelError::TensorLoad {
+        name: name.to_string(),
+        message: e.to_string(),
+    };
+    candle_core::quantized::ggml_file::qtensor_from_ggml(
+        raw.dtype,
+        &raw.bytes,
+        raw.dims.clone(),
+        &Device::Cpu,
+    )
+    .and_then(|q| q.dequantize(&Device::Cpu))
+    .and_then(|t| t.to_dtype(dtype))
+    .and_then(|t| t.to_device(device))
+    .map_err(load_err)
+}
+
+/// A Hugging Face checkpoint folder's safetensors files, memory-mapped.
+pub struct SafetensorsWeights {
+    files: MmapedSafetensors,
+    dtype: DType,
+    device: Device,
+}
+
+impl SafetensorsWeights {
     /// Opens `model.safetensors.index.json`'s shards if present, else every `*.safetensors`.
-    pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Weights> {
+    pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let paths = shard_paths(dir)?;
         for p in &paths {
             if !p.exists() {
@@ -30,15 +130,11 @@ impl Weights {
             path: dir.to_path_buf(),
             message: e.to_string(),
         })?;
-        Ok(Weights {
+        Ok(SafetensorsWeights {
             files,
             dtype,
             device: device.clone(),
         })
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.files.get(name).is_ok()
     }
 
     /// Loads `name`, checking its shape, converted to the model dtype and device.
@@ -67,7 +163,7 @@ impl Weights {
     }
 }
 
-fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let json: serde_json::Value = read_json(&index)?;
