@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use glimprouter_engine::EngineConfig;
+use glimprouter_engine::{Backend, EngineConfig};
 use glimprouter_server::ServerConfig;
 use serde::Deserialize;
 
@@ -20,9 +20,18 @@ pub const DEFAULT_CONFIG: &str = "configs/default.toml";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
-    /// TOML config file.
-    #[arg(long, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// TOML config file [default: configs/default.toml, or none when both
+    /// --slm and --llm are given].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The SLM: a checkpoint folder or a `.gguf` file, run locally
+    /// (replaces engine.slm.path).
+    #[arg(long, value_name = "PATH")]
+    pub slm: Option<PathBuf>,
+    /// The LLM: a checkpoint folder or a `.gguf` file, run locally
+    /// (replaces engine.llm.path).
+    #[arg(long, value_name = "PATH")]
+    pub llm: Option<PathBuf>,
     /// Override any config key, e.g. `--set engine.routing.tau=0.8`
     /// (value in TOML syntax; bare words are taken as strings). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -30,24 +39,73 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
+    /// The config file with the model flags applied; with both model flags
+    /// and no `--config`, every key at its built-in default and the served
+    /// name taken from the LLM's file or folder name.
     pub fn load(&self) -> anyhow::Result<Config> {
-        load(&self.config, &self.overrides)
+        let mut config = match (&self.config, &self.slm, &self.llm) {
+            (None, Some(slm), Some(llm)) => from_models(slm, llm, &self.overrides)?,
+            (path, _, _) => load(
+                path.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG)),
+                &self.overrides,
+            )?,
+        };
+        for (section, path) in [
+            (&mut config.engine.slm, &self.slm),
+            (&mut config.engine.llm, &self.llm),
+        ] {
+            if let Some(p) = path {
+                section.backend = Backend::Local;
+                section.path = Some(p.clone());
+                section.remote = None;
+            }
+        }
+        config
+            .engine
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        Ok(config)
     }
+}
+
+/// The built-in defaults for a pair of models named on the command line.
+fn from_models(slm: &Path, llm: &Path, overrides: &[String]) -> anyhow::Result<Config> {
+    let mut engine = EngineConfig::for_models(slm, llm);
+    if let Some(stem) = llm.file_stem() {
+        engine.served_model_name = stem.to_string_lossy().into_owned();
+    }
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "engine".into(),
+        toml::Value::try_from(&engine).context("the built-in engine config")?,
+    );
+    finish(doc, Path::new("."), overrides, "the built-in config")
 }
 
 pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
-    let mut doc: toml::Table =
+    let doc: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    finish(doc, base, overrides, &path.display().to_string())
+}
+
+/// Applies the `--set` overrides, parses, makes model paths relative to
+/// `base` absolute, and validates.
+fn finish(
+    mut doc: toml::Table,
+    base: &Path,
+    overrides: &[String],
+    source: &str,
+) -> anyhow::Result<Config> {
     for o in overrides {
         apply_override(&mut doc, o)?;
     }
     let mut config: Config = toml::Value::Table(doc)
         .try_into()
-        .with_context(|| format!("invalid config {}", path.display()))?;
+        .with_context(|| format!("invalid config {source}"))?;
     // Model paths are relative to the config file, so it works from any directory.
-    let base = path.parent().unwrap_or(Path::new("."));
     for section in [&mut config.engine.slm, &mut config.engine.llm] {
         if let Some(p) = section.path.as_mut().filter(|p| p.is_relative()) {
             *p = base.join(&*p);
@@ -56,7 +114,7 @@ pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Config> {
     config
         .engine
         .validate()
-        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("invalid config {source}: {e}"))?;
     Ok(config)
 }
 

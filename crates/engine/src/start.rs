@@ -69,7 +69,7 @@ impl Engine {
         for (i, section) in sections.iter().enumerate() {
             let model = Model::BOTH[i];
             if let Some(path) = &section.path {
-                tokenizers.push(ModelTokenizer::from_dir(path).map_err(|e| load_err(i, e))?);
+                tokenizers.push(ModelTokenizer::load(path).map_err(|e| load_err(i, e))?);
             }
             if let Some(remote) = &section.remote {
                 tracing::info!(
@@ -87,7 +87,7 @@ impl Engine {
                 .path
                 .as_ref()
                 .expect("validated: a local model has a path");
-            let model_config = ModelConfig::from_dir(path).map_err(|e| load_err(i, e))?;
+            let model_config = ModelConfig::load(path).map_err(|e| load_err(i, e))?;
             let per_block = model_config
                 .kv_bytes_per_block(config.block_size, dtype)
                 .max(1);

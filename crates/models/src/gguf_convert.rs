@@ -92,6 +92,45 @@ pub fn write_gguf(dir: &Path, out: &Path, types: GgufTypes) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites the GGUF file `src` as `dst` with every matrix (2-D tensor) in
+/// `dtype`, metadata (tokenizer included) and layout unchanged: the f32
+/// copy of a quantized file, for comparing the two.
+pub fn retype_gguf(src: &Path, dst: &Path, dtype: GgmlDType) -> Result<()> {
+    let parse_err = |e: candle_core::Error| ModelError::Parse {
+        path: src.to_path_buf(),
+        message: e.to_string(),
+    };
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    let mut file = std::fs::File::open(src).map_err(io_err(src))?;
+    let content = gguf_file::Content::read(&mut file).map_err(parse_err)?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let q = content.tensor(&mut file, name, &Device::Cpu)?;
+        let q = if q.shape().rank() == 2 && q.dtype() != dtype {
+            QTensor::quantize(&q.dequantize(&Device::Cpu)?, dtype)?
+        } else {
+            q
+        };
+        tensors.push((name.as_str(), q));
+    }
+    let metadata: Vec<(&str, &Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.file_type")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (*k, v)).collect();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).map_err(io_err(dst))?);
+    gguf_file::write(&mut out, &metadata, &tensor_refs)?;
+    std::io::Write::flush(&mut out).map_err(io_err(dst))?;
+    Ok(())
+}
+
 /// llama.cpp's `permute`: HF row `h*d + j*d/2 + i` goes to row `h*d + 2i + j`.
 fn permute(t: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = t.dims().to_vec();

@@ -1,6 +1,7 @@
 //! End-to-end tests of the engine on small random-weight model pairs.
 //! One test binary (modules below) so the workspace links it once.
 
+mod gguf;
 mod harness;
 mod lifecycle;
 mod lossless;
