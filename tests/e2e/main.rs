@@ -37,17 +37,24 @@ struct Server {
 }
 
 impl Server {
+    /// The bundled pair with the default config.
     fn start() -> Server {
+        let root = repo_root();
+        let config = root.join("configs/default.toml");
+        Server::start_with(&["--config".as_ref(), config.as_os_str()], &root)
+    }
+
+    /// `glimp serve ARGS --port P`, run in `cwd`.
+    fn start_with(args: &[&std::ffi::OsStr], cwd: &Path) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let root = repo_root();
         let mut child = Command::new(env!("CARGO_BIN_EXE_glimp"))
-            .args(["serve", "--config"])
-            .arg(root.join("configs/default.toml"))
+            .arg("serve")
+            .args(args)
             .args(["--port", &port.to_string()])
-            .current_dir(&root)
+            .current_dir(cwd)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -248,4 +255,64 @@ fn generate_answers_a_typed_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Answer: 8 1"), "{stdout}");
+}
+
+/// A GGUF pair named on the command line, from a folder with no config
+/// file: `glimp serve --slm F --llm F` starts on built-in defaults, serves
+/// the file's name and context length, and answers as llama.cpp does;
+/// `glimp generate` takes the same flags.
+#[test]
+fn gguf_files_are_served_without_a_config() {
+    let Some(file) =
+        glimprouter_models::test_files::require(glimprouter_models::test_files::smollm2_q4_1())
+    else {
+        return;
+    };
+    let empty = tempfile::tempdir().expect("temp dir");
+    let flags = [
+        "--slm".as_ref(),
+        file.as_os_str(),
+        "--llm".as_ref(),
+        file.as_os_str(),
+    ];
+    let server = Server::start_with(&flags, empty.path());
+    let models: serde_json::Value = reqwest::blocking::get(format!("{}/v1/models", server.url()))
+        .and_then(|r| r.json())
+        .expect("models");
+    assert_eq!(models["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(models["data"][0]["max_model_len"], 8192);
+    let body = serde_json::json!({
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "prompt": "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        "max_tokens": 16, "temperature": 0
+    });
+    let out: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/completions", server.url()))
+        .json(&body)
+        .send()
+        .and_then(|r| r.json())
+        .expect("completion");
+    assert_eq!(
+        out["choices"][0]["text"], "The capital of France is Paris.",
+        "{out}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_glimp"))
+        .arg("generate")
+        .args(flags)
+        .args(["--no-color", "--max-tokens", "16", "--prompt"])
+        .arg("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+        .current_dir(empty.path())
+        .output()
+        .expect("glimp generate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "glimp generate failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("The capital of France is Paris."),
+        "{stdout}"
+    );
 }
