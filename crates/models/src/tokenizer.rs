@@ -85,9 +85,10 @@ impl ModelTokenizer {
         }
         let parts =
             crate::gguf_tokenizer::tokenizer_from_gguf(file.metadata()).map_err(|e| match e {
-                ModelError::Tokenizer(m) => {
-                    ModelError::Tokenizer(format!("{}: {m}", path.display()))
-                }
+                ModelError::Tokenizer(m) => ModelError::Tokenizer(format!(
+                    "{}: {m} (a tokenizer.json beside the file would be used instead)",
+                    path.display()
+                )),
                 other => other,
             })?;
         Ok(Self {
