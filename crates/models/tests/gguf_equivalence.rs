@@ -326,3 +326,63 @@ fn smollm2_q4_1_matches_quantized_llama_and_llama_cpp() {
     let out = run_against_reference(&path, &[prompt], 7, 16, 0.08, "smollm2 q4_1");
     assert_eq!(out[0], vec![504, 3575, 282, 4649, 314, 7042, 30, 2]);
 }
+
+#[test]
+fn llama_q5_0_and_q3_k_embeddings() {
+    check(
+        Arch::Llama,
+        GgufTypes {
+            matrices: GgmlDType::Q5_0,
+            embeddings: GgmlDType::Q3K,
+        },
+    );
+}
+
+#[test]
+fn qwen3_q2_k_and_q5_1_embeddings() {
+    check(
+        Arch::Qwen3,
+        GgufTypes {
+            matrices: GgmlDType::Q2K,
+            embeddings: GgmlDType::Q5_1,
+        },
+    );
+}
+
+/// A quantized file served with a bf16 KV cache and activations stays close
+/// to the f32 run (the quantized kernels take bf16 input).
+#[test]
+fn bf16_activations_stay_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    make_model(&spec(Arch::Qwen2), dir.path(), None).unwrap();
+    let path = dir.path().join("model.gguf");
+    write_gguf(dir.path(), &path, GgufTypes::all(GgmlDType::Q8_0)).unwrap();
+    let batch = ModelBatch {
+        rows: vec![BatchRow {
+            seq_id: 0,
+            kind: RowKind::Prefill,
+            token_ids: (10..30).collect(),
+            start_pos: 0,
+            block_table: vec![0, 1],
+            num_logits: 2,
+        }],
+    };
+    let run = |dtype| {
+        let opts = LoadOptions {
+            dtype,
+            device: Device::Cpu,
+            block_size: 16,
+            num_blocks: 2,
+        };
+        ModelRunner::load(&path, &opts)
+            .unwrap()
+            .forward(&batch)
+            .unwrap()
+    };
+    let (full, half) = (run(DType::F32), run(DType::BF16));
+    for r in 0..2 {
+        let scale = full.row(r).iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(full.row(r), half.row(r));
+        assert!(diff < 0.05 * scale + 0.05, "row {r}: {diff} vs {scale}");
+    }
+}
