@@ -23,6 +23,9 @@ pub struct GgufTypes {
     pub matrices: GgmlDType,
     /// The token embedding table.
     pub embeddings: GgmlDType,
+    /// `attn_v` and `ffn_down` in another type, as llama.cpp's `Q4_K_M`
+    /// mixes them (so q/k/v of one layer differ in type).
+    pub v_and_down: Option<GgmlDType>,
 }
 
 impl GgufTypes {
@@ -30,6 +33,7 @@ impl GgufTypes {
         Self {
             matrices: dtype,
             embeddings: dtype,
+            v_and_down: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub fn write_gguf(dir: &Path, out: &Path, types: GgufTypes) -> Result<()> {
             GgmlDType::F32
         } else if name == "token_embd.weight" {
             types.embeddings
+        } else if name.contains(".attn_v.") || name.contains(".ffn_down.") {
+            types.v_and_down.unwrap_or(types.matrices)
         } else {
             types.matrices
         };

@@ -245,6 +245,7 @@ fn llama_q4_0_and_q8_0_embeddings() {
         GgufTypes {
             matrices: GgmlDType::Q4_0,
             embeddings: GgmlDType::Q8_0,
+            v_and_down: None,
         },
     );
 }
@@ -256,6 +257,7 @@ fn llama_q4_k_and_q6_k_embeddings() {
         GgufTypes {
             matrices: GgmlDType::Q4K,
             embeddings: GgmlDType::Q6K,
+            v_and_down: None,
         },
     );
 }
@@ -287,6 +289,7 @@ fn qwen2_q5_k_and_f16_embeddings() {
         GgufTypes {
             matrices: GgmlDType::Q5K,
             embeddings: GgmlDType::F16,
+            v_and_down: None,
         },
     );
 }
@@ -308,6 +311,7 @@ fn qwen3_q6_k_and_bf16_embeddings() {
         GgufTypes {
             matrices: GgmlDType::Q6K,
             embeddings: GgmlDType::BF16,
+            v_and_down: None,
         },
     );
 }
@@ -334,6 +338,7 @@ fn llama_q5_0_and_q3_k_embeddings() {
         GgufTypes {
             matrices: GgmlDType::Q5_0,
             embeddings: GgmlDType::Q3K,
+            v_and_down: None,
         },
     );
 }
@@ -345,6 +350,7 @@ fn qwen3_q2_k_and_q5_1_embeddings() {
         GgufTypes {
             matrices: GgmlDType::Q2K,
             embeddings: GgmlDType::Q5_1,
+            v_and_down: None,
         },
     );
 }
@@ -385,4 +391,18 @@ fn bf16_activations_stay_close_to_f32() {
         let diff = max_abs_diff(full.row(r), half.row(r));
         assert!(diff < 0.05 * scale + 0.05, "row {r}: {diff} vs {scale}");
     }
+}
+
+/// A Q4_K_M-style mix: q/k in Q4_K, v and down in Q6_K (q/k/v then run as
+/// separate matmuls, their outputs side by side).
+#[test]
+fn llama_q4_k_m_mix() {
+    check(
+        Arch::Llama,
+        GgufTypes {
+            matrices: GgmlDType::Q4K,
+            embeddings: GgmlDType::Q6K,
+            v_and_down: Some(GgmlDType::Q6K),
+        },
+    );
 }
