@@ -12,6 +12,10 @@ use crate::error::LoadError;
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptInput {
     Text(String),
+    /// Token ids, passed through as the OpenAI API allows for completions,
+    /// so two engines compared on them see the same tokens whatever their
+    /// tokenizers would make of the text.
+    TokenIds(Vec<u32>),
     /// Chat messages, kept as the file gave them.
     Messages(Vec<Value>),
 }
@@ -120,9 +124,15 @@ fn parse_line(line: &str) -> Result<Prompt, String> {
     let input =
         match (value.get("prompt"), value.get("messages")) {
             (Some(Value::String(p)), None) => PromptInput::Text(p.clone()),
+            (Some(Value::Array(ids)), None) if !ids.is_empty() => PromptInput::TokenIds(
+                ids.iter()
+                    .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+                    .collect::<Option<Vec<u32>>>()
+                    .ok_or("\"prompt\" as an array must hold token ids (non-negative integers)")?,
+            ),
             (None, Some(Value::Array(m))) if !m.is_empty() => PromptInput::Messages(m.clone()),
             _ => return Err(
-                "expected exactly one of \"prompt\" (a string) or \"messages\" (a non-empty array)"
+                "expected exactly one of \"prompt\" (a string or an array of token ids) or \"messages\" (a non-empty array)"
                     .into(),
             ),
         };
@@ -146,10 +156,12 @@ mod tests {
         let path = temp_file(
             "ok.jsonl",
             "{\"prompt\": \"2+2=\", \"max_tokens\": 5}\n\n\
-             {\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+             {\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n\
+             {\"prompt\": [1, 4093, 198]}\n",
         );
         let prompts = read_jsonl(&path).unwrap();
-        assert_eq!(prompts.len(), 2);
+        assert_eq!(prompts.len(), 3);
+        assert_eq!(prompts[2].input, PromptInput::TokenIds(vec![1, 4093, 198]));
         assert_eq!(prompts[0].input, PromptInput::Text("2+2=".into()));
         assert_eq!(prompts[0].max_tokens, Some(5));
         assert!(matches!(&prompts[1].input, PromptInput::Messages(m) if m.len() == 1));
@@ -162,6 +174,8 @@ mod tests {
             ("{\"prompt\": \"a\"}\nnot json\n", "not JSON"),
             ("{\"prompt\": \"a\", \"messages\": []}\n", "exactly one"),
             ("{\"prompt\": \"a\", \"max_tokens\": -3}\n", "max_tokens"),
+            ("{\"prompt\": [1, -2]}\n", "token ids"),
+            ("{\"prompt\": []}\n", "exactly one"),
             ("\n", "no prompts"),
         ] {
             let path = temp_file("bad.jsonl", content);

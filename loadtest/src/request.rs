@@ -39,6 +39,15 @@ impl RequestFactory {
                 "the prompts hold chat messages: use --endpoint chat".into(),
             ));
         }
+        if endpoint == Endpoint::Chat
+            && prompts
+                .iter()
+                .any(|p| matches!(p.input, PromptInput::TokenIds(_)))
+        {
+            return Err(LoadError::Config(
+                "the prompts are token ids, which only the completions endpoint takes: use --endpoint completions".into(),
+            ));
+        }
         Ok(RequestFactory {
             endpoint,
             model,
@@ -65,6 +74,7 @@ impl RequestFactory {
         });
         let input = match (&prompt.input, self.endpoint) {
             (PromptInput::Text(t), Endpoint::Completions) => ("prompt", json!(t)),
+            (PromptInput::TokenIds(ids), _) => ("prompt", json!(ids)),
             (PromptInput::Text(t), Endpoint::Chat) => {
                 ("messages", json!([{"role": "user", "content": t}]))
             }
@@ -143,6 +153,29 @@ mod tests {
         assert_eq!(b1["prompt"], "b");
         assert_eq!(b1["max_tokens"], DEFAULT_MAX_TOKENS);
         assert_eq!(f.body(2)["prompt"], "a", "prompts cycle");
+    }
+
+    #[test]
+    fn token_id_prompts_pass_through_to_completions_only() {
+        let ids = Prompt {
+            input: PromptInput::TokenIds(vec![1, 4093, 198]),
+            max_tokens: None,
+        };
+        let f = RequestFactory::new(
+            Endpoint::Completions,
+            "m".into(),
+            None,
+            false,
+            None,
+            vec![ids.clone()],
+        )
+        .unwrap();
+        assert_eq!(f.body(0)["prompt"], json!([1, 4093, 198]));
+        let err = RequestFactory::new(Endpoint::Chat, "m".into(), None, false, None, vec![ids])
+            .err()
+            .expect("chat refuses token ids")
+            .to_string();
+        assert!(err.contains("--endpoint completions"), "{err}");
     }
 
     #[test]
