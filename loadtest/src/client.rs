@@ -84,6 +84,9 @@ pub struct RequestRecord {
     pub finish_reason: Option<String>,
     /// The server's `routing` object (glimp only), if any chunk carried one.
     pub routing: Option<Map<String, Value>>,
+    /// Sent a second time, on a new connection, because the pooled one was
+    /// closed before any byte of a response came back.
+    pub resent: bool,
 }
 
 impl RequestRecord {
@@ -129,11 +132,30 @@ async fn stream_request(
     body: &Value,
     sent: Instant,
 ) -> Result<RequestRecord, RequestFailure> {
-    let mut request = client.post(&target.url).json(body);
-    if let Some(key) = &target.api_key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.map_err(from_reqwest)?;
+    let post = |client: &reqwest::Client| {
+        let mut request = client.post(&target.url).json(body);
+        if let Some(key) = &target.api_key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    let mut resent = false;
+    let response = match post(client).await {
+        // A keep-alive connection the server closed while it sat in the pool
+        // (llama-server closes idle ones) fails before any response byte: the
+        // server never answered this request, so it is not the server's
+        // failure. Send it once more on a connection of its own; if the
+        // server is really gone, that attempt fails to connect.
+        Err(e) if closed_before_response(&e) => {
+            resent = true;
+            let fresh = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .map_err(from_reqwest)?;
+            post(&fresh).await.map_err(from_reqwest)?
+        }
+        other => other.map_err(from_reqwest)?,
+    };
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
@@ -155,7 +177,33 @@ async fn stream_request(
             break;
         }
     }
-    acc.finish(sent.elapsed())
+    let mut record = acc.finish(sent.elapsed())?;
+    record.resent = resent;
+    Ok(record)
+}
+
+/// Whether sending failed because the connection was closed before any
+/// byte of a response arrived (hyper's "connection closed before message
+/// completed", or a reset / broken pipe while writing the request).
+fn closed_before_response(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn from_reqwest(e: reqwest::Error) -> RequestFailure {
@@ -273,6 +321,7 @@ impl StreamAccumulator {
             latency,
             finish_reason: self.finish_reason,
             routing: self.routing,
+            resent: false,
         })
     }
 }

@@ -104,6 +104,9 @@ pub struct Measurements {
     pub failed: u64,
     /// Failures by kind (`timeout`, `http_503`, ...).
     pub failed_by_kind: BTreeMap<String, u64>,
+    /// Completed requests that were sent again on a new connection because
+    /// the pooled one had been closed by the server (not failures).
+    pub resent: u64,
     pub error_samples: Vec<String>,
     /// Sum of `usage.prompt_tokens` (0 where the server sent none).
     pub total_input_tokens: u64,
@@ -169,6 +172,7 @@ pub fn measure(
         completed: records.len() as u64,
         failed: failures.len() as u64,
         failed_by_kind,
+        resent: records.iter().filter(|r| r.resent).count() as u64,
         error_samples,
         total_input_tokens,
         total_output_tokens,
@@ -229,6 +233,7 @@ mod tests {
             usage_reported: true,
             finish_reason: Some("length".into()),
             routing: None,
+            resent: false,
         }
     }
 

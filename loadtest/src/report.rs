@@ -160,6 +160,9 @@ impl Report {
         line("Load:", s.describe_mode());
         line("Successful requests:", m.completed.to_string());
         line("Failed requests:", m.failed.to_string());
+        if m.resent > 0 {
+            line("Re-sent on a new connection:", m.resent.to_string());
+        }
         for (kind, n) in &m.failed_by_kind {
             line(&format!("  failed ({kind}):"), n.to_string());
         }
