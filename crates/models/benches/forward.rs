@@ -12,21 +12,39 @@
 //! Decode rows sit at position 512 with a block table covering 513 positions; the cache
 //! content does not change the amount of work, so the timed step is simply re-run at
 //! the same position (overwriting the same slot).
+//!
+//! Then a real quantized model, SmolLM2-135M-Instruct Q4_1 GGUF
+//! (`test_files::smollm2_q4_1()`), next to its f32 copy (`retype_gguf`, written to a
+//! temp dir at start): decode tokens/s at batch 1, 8, 32 (summary; criterion for 1 and 8),
+//! prefill tokens/s of one 512-token prompt (summary only), each file's size and the
+//! resident memory each load adds, in a second summary table with the Q4_1 / f32 ratios.
+//! Its timings stop after a few seconds per cell (a single run for the Q4_1 prefill,
+//! which takes tens of seconds on 2 cores). Without the file these rows print
+//! "SKIPPED: ..." and the rest runs.
 
 use std::hint::black_box;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::qwen3;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glimprouter_core::{BatchRow, ModelBatch, RowKind};
 use glimprouter_models::attention_cpu::{paged_attention, AttnShape, SeqSpan};
-use glimprouter_models::{make_model, Arch, LoadOptions, MakeModelSpec, ModelConfig, ModelRunner};
+use glimprouter_models::{
+    gguf_convert, make_model, test_files, Arch, LoadOptions, MakeModelSpec, ModelConfig,
+    ModelRunner,
+};
 
 const CONTEXT: usize = 512;
 const BLOCK: usize = 16;
 const BATCHES: [usize; 4] = [1, 8, 32, 64];
+/// Decode batches of the SmolLM2 rows (its 30 layers make batch 64 slow on 2 cores).
+const GGUF_BATCHES: [usize; 3] = [1, 8, 32];
+/// Criterion's 10 samples of a Q4_1 batch-32 step (~3 s each) would take half a minute.
+const GGUF_CRITERION_BATCHES: [usize; 2] = [1, 8];
 
 fn spec() -> MakeModelSpec {
     MakeModelSpec {
@@ -67,6 +85,101 @@ fn setup() -> Setup {
         _dir: dir,
         runner,
     }
+}
+
+/// SmolLM2 Q4_1 and its f32 copy, loaded in that order.
+struct GgufModels {
+    _dir: tempfile::TempDir,
+    models: [GgufModel; 2],
+}
+
+struct GgufModel {
+    /// "Q4_1" or "f32".
+    label: &'static str,
+    runner: ModelRunner,
+    file_mib: f64,
+    /// VmRSS growth over the load; `None` off Linux.
+    rss_mib: Option<f64>,
+}
+
+/// `None` (after printing "SKIPPED: ...") when the file is missing or will not convert
+/// or load: a bench run without the cache should still give the other rows.
+fn gguf_setup() -> Option<GgufModels> {
+    let src = test_files::smollm2_q4_1();
+    if !src.exists() {
+        eprintln!(
+            "SKIPPED: SmolLM2 Q4_1 rows: {} not found (run .ci/run, or set GLIMP_CACHE_DIR)",
+            src.display()
+        );
+        return None;
+    }
+    match try_gguf_setup(&src) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!("SKIPPED: SmolLM2 Q4_1 rows: {e:#}");
+            None
+        }
+    }
+}
+
+fn try_gguf_setup(src: &Path) -> anyhow::Result<GgufModels> {
+    let dir = tempfile::tempdir()?;
+    let f32_path = dir.path().join("SmolLM2-135M-Instruct.F32.gguf");
+    gguf_convert::retype_gguf(src, &f32_path, GgmlDType::F32)?;
+    // The RSS growth of a load includes this KV cache pool (742 MiB of f32 K/V for
+    // SmolLM2), the same for both so the difference is the weights'. Its zeroed pages
+    // become resident only once written, which a load does not do.
+    let opts = LoadOptions {
+        dtype: DType::F32,
+        device: Device::Cpu,
+        block_size: BLOCK,
+        num_blocks: (CONTEXT + 1).div_ceil(BLOCK) * GGUF_BATCHES[GGUF_BATCHES.len() - 1],
+    };
+    let load = |label: &'static str, path: &Path| -> anyhow::Result<GgufModel> {
+        release_free_heap();
+        let before = rss_mib();
+        let runner = ModelRunner::load(path, &opts)?;
+        // Again, so the load's freed scratch buffers do not count as the model's.
+        release_free_heap();
+        let rss_mib = rss_mib().zip(before).map(|(after, before)| after - before);
+        let file_mib = std::fs::metadata(path)?.len() as f64 / (1024.0 * 1024.0);
+        Ok(GgufModel {
+            label,
+            runner,
+            file_mib,
+            rss_mib,
+        })
+    };
+    let q4 = load("Q4_1", src)?;
+    let full = load("f32", &f32_path)?;
+    Ok(GgufModels {
+        _dir: dir,
+        models: [q4, full],
+    })
+}
+
+/// Hands the heap's free pages back to the OS (glibc only), so that RSS counts live memory:
+/// otherwise the Q4_1 load refilled pages `retype_gguf` had just freed and grew RSS by
+/// 8 MiB for a 94 MiB file.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only returns free pages to the OS; live allocations stay.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// This process's resident memory (VmRSS) in MiB; `None` where /proc is not Linux's.
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn decode_batch(batch: usize) -> ModelBatch {
@@ -147,6 +260,8 @@ fn reference_decode_step(prefilled: &qwen3::ModelForCausalLM, token: &Tensor) ->
 }
 
 fn benches(c: &mut Criterion) {
+    // First, so the RSS deltas of its loads are not blurred by the memory the rest frees.
+    let mut gguf = gguf_setup();
     let mut s = setup();
     let cfg = s.runner.config().clone();
     eprintln!(
@@ -201,11 +316,50 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     attention_kernel(c, &cfg);
+    if let Some(gguf) = gguf.as_mut() {
+        gguf_decode(c, gguf);
+    }
     // The summary is no criterion benchmark: skip it when a filter names something else.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if filter.is_none_or(|f| "summary".contains(f.as_str())) {
         summary(&mut s, &cfg, &reference, &token);
+        match gguf.as_mut() {
+            Some(gguf) => gguf_summary(gguf),
+            None => println!("\nSKIPPED: SmolLM2 Q4_1 vs f32 table (see above)"),
+        }
     }
+}
+
+/// Decode of SmolLM2, Q4_1 and f32 alternating per batch size. No prefill group: one
+/// 512-token prefill takes seconds (Q4_1: tens of seconds) here, and criterion's 10
+/// samples would dominate the run; the summary times it.
+fn gguf_decode(c: &mut Criterion, gguf: &mut GgufModels) {
+    let cfg = gguf.models[0].runner.config();
+    eprintln!(
+        "gguf model: SmolLM2-135M-Instruct, {} params, {} layers, hidden {}, heads {}/{} x {}, vocab {}",
+        cfg.num_params(),
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.vocab_size
+    );
+    let mut g = c.benchmark_group("smollm2_decode_ctx512");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for b in GGUF_CRITERION_BATCHES {
+        let batch = decode_batch(b);
+        g.throughput(Throughput::Elements(b as u64));
+        for m in &mut gguf.models {
+            let id = BenchmarkId::new(m.label, b);
+            g.bench_with_input(id, &batch, |bench, batch| {
+                bench.iter(|| black_box(m.runner.forward(batch).expect("forward")))
+            });
+        }
+    }
+    g.finish();
 }
 
 /// The CPU paged-attention kernel alone: one layer of decode batch 64 at context 513.
@@ -267,6 +421,27 @@ fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
     times[reps / 2]
 }
 
+/// Like `median_time` for steps of up to seconds: timed runs stop once `budget` is spent
+/// (at least 3, at most `max_reps`), and a warm-up longer than `budget` is itself the
+/// result, as a run of tens of seconds (the Q4_1 prefill) needs no warming.
+fn median_time_within(budget: Duration, max_reps: usize, mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    let warm_up = t.elapsed();
+    if warm_up > budget {
+        return warm_up.as_secs_f64();
+    }
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < max_reps && (times.len() < 3 || start.elapsed() < budget) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
 fn summary(s: &mut Setup, cfg: &ModelConfig, reference: &qwen3::ModelForCausalLM, token: &Tensor) {
     let (a, w) = gemm_operands(cfg);
     let gemm_s = median_time(50, || {
@@ -318,6 +493,58 @@ fn summary(s: &mut Setup, cfg: &ModelConfig, reference: &qwen3::ModelForCausalLM
         1.0 / t,
         flops / 1e9,
         100.0 * flops / gemm_flops
+    );
+}
+
+fn gguf_summary(gguf: &mut GgufModels) {
+    const GGUF_BUDGET: Duration = Duration::from_secs(5);
+    // Tokens/s per column: decode b=1/8/32, then prefill; Q4_1 and f32 alternate per
+    // row so a change in machine load hits both alike.
+    let mut speeds = [[0.0f64; GGUF_BATCHES.len() + 1]; 2];
+    for (col, b) in GGUF_BATCHES.into_iter().enumerate() {
+        let batch = decode_batch(b);
+        for (i, m) in gguf.models.iter_mut().enumerate() {
+            let t = median_time_within(GGUF_BUDGET, 9, || {
+                black_box(m.runner.forward(&batch).expect("forward"));
+            });
+            speeds[i][col] = b as f64 / t;
+        }
+    }
+    let batch = prefill_batch();
+    for (i, m) in gguf.models.iter_mut().enumerate() {
+        let t = median_time_within(GGUF_BUDGET, 5, || {
+            black_box(m.runner.forward(&batch).expect("forward"));
+        });
+        speeds[i][GGUF_BATCHES.len()] = CONTEXT as f64 / t;
+    }
+
+    let mib = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    println!(
+        "\n| model | decode b=1 tok/s | decode b=8 tok/s | decode b=32 tok/s | prefill {CONTEXT} tok/s | RSS MiB | file MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (m, row) in gguf.models.iter().zip(&speeds) {
+        println!(
+            "| SmolLM2-135M {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
+            m.label,
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            mib(m.rss_mib),
+            m.file_mib
+        );
+    }
+    let [q4, full] = &gguf.models;
+    let rss_ratio = q4.rss_mib.zip(full.rss_mib).map(|(q, f)| q / f);
+    println!(
+        "| Q4_1 / f32 | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} | {:.2}x |",
+        speeds[0][0] / speeds[1][0],
+        speeds[0][1] / speeds[1][1],
+        speeds[0][2] / speeds[1][2],
+        speeds[0][3] / speeds[1][3],
+        rss_ratio.map_or("-".to_string(), |r| format!("{r:.2}x")),
+        q4.file_mib / full.file_mib
     );
 }
 
