@@ -146,7 +146,10 @@ impl Weight {
         Ok(match self {
             Weight::Dense(w) => x.matmul(w)?,
             // candle's quantized matmul reads its input as one contiguous slice.
-            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(&x.contiguous()?)?,
+            Weight::Quantized(q) => match crate::q4_1_cpu::try_matmul(q, x)? {
+                Some(y) => y,
+                None => QMatMul::QTensor(q.clone()).forward(&x.contiguous()?)?,
+            },
             Weight::Parts(parts) => {
                 let outs = parts
                     .iter()
