@@ -26,7 +26,7 @@ const Q8_1_BYTES: usize = 36;
 const COLUMNS_PER_TASK: usize = 16;
 
 /// `x [m, k] @ w^T` for a CPU Q4_1 `w [n, k]`, or `None` when this kernel
-/// does not apply (another type or device, non-f32 input, no AVX2/FMA).
+/// does not apply (another type or device, non-f32 input, no AVX2/FMA/F16C).
 pub fn try_matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     if w.dtype() != GgmlDType::Q4_1
         || !matches!(x.device(), Device::Cpu)
@@ -49,7 +49,9 @@ pub fn try_matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -57,20 +59,57 @@ fn has_avx2() -> bool {
     }
 }
 
-/// `x` row-major `[m, k]`, `weights` the `[n, k / 32]` Q4_1 blocks; returns
-/// `[m, n]` row-major. Callers check AVX2 and FMA first.
-fn matmul(x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
-    let nb = k / QK;
-    let mut activations = vec![BlockQ8_1::zeros(); m * nb];
-    for (row, blocks) in x.chunks_exact(k).zip(activations.chunks_exact_mut(nb)) {
-        BlockQ8_1::from_float(row, blocks);
+/// Activation rows rounded to Q8_1, split for the kernel: each block's
+/// scale `d` and `s = d * sum(q)` as f32, and its 32 quants.
+struct Q8Rows {
+    scales: Vec<[f32; 2]>,
+    quants: Vec<i8>,
+    blocks_per_row: usize,
+}
+
+impl Q8Rows {
+    fn new(x: &[f32], k: usize) -> Self {
+        let nb = k / QK;
+        let rows = x.len() / k;
+        let mut blocks = vec![BlockQ8_1::zeros(); rows * nb];
+        for (row, out) in x.chunks_exact(k).zip(blocks.chunks_exact_mut(nb)) {
+            BlockQ8_1::from_float(row, out);
+        }
+        // SAFETY: BlockQ8_1 is repr(C), 36 bytes (asserted by candle), plain data.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts(blocks.as_ptr() as *const u8, rows * nb * Q8_1_BYTES)
+        };
+        let mut scales = Vec::with_capacity(rows * nb);
+        let mut quants = Vec::with_capacity(rows * k);
+        for block in bytes.chunks_exact(Q8_1_BYTES) {
+            scales.push([f16_at(block, 0), f16_at(block, 2)]);
+            quants.extend(block[4..].iter().map(|&q| q as i8));
+        }
+        Q8Rows {
+            scales,
+            quants,
+            blocks_per_row: nb,
+        }
     }
-    // SAFETY: BlockQ8_1 is repr(C), 36 bytes (asserted by candle), plain data.
-    let act: &[u8] = unsafe {
-        std::slice::from_raw_parts(activations.as_ptr() as *const u8, m * nb * Q8_1_BYTES)
-    };
-    let w_row = nb * Q4_1_BYTES;
-    let a_row = nb * Q8_1_BYTES;
+
+    fn row(&self, r: usize) -> (&[[f32; 2]], &[i8]) {
+        let nb = self.blocks_per_row;
+        (
+            &self.scales[r * nb..(r + 1) * nb],
+            &self.quants[r * nb * QK..(r + 1) * nb * QK],
+        )
+    }
+}
+
+/// Activation rows one weight row is read for at a time: its blocks are
+/// unpacked once per tile instead of once per row.
+const ROWS_PER_TILE: usize = 4;
+
+/// `x` row-major `[m, k]`, `weights` the `[n, k / 32]` Q4_1 blocks; returns
+/// `[m, n]` row-major. Callers check AVX2, FMA and F16C first.
+fn matmul(x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
+    let act = Q8Rows::new(x, k);
+    let w_row = k / QK * Q4_1_BYTES;
     // Column-major while computing, so each task owns a contiguous slice and
     // reads each weight row once for all m activation rows.
     let mut by_column = vec![0f32; n * m];
@@ -81,10 +120,16 @@ fn matmul(x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
             let first = task * COLUMNS_PER_TASK;
             for (j, column) in out.chunks_exact_mut(m).enumerate() {
                 let w = &weights[(first + j) * w_row..(first + j + 1) * w_row];
-                for (r, y) in column.iter_mut().enumerate() {
-                    let a = &act[r * a_row..(r + 1) * a_row];
-                    // SAFETY: `try_matmul` checked AVX2 and FMA; both slices hold nb blocks.
-                    *y = unsafe { dot(w, a, nb) };
+                let mut r = 0;
+                while r < m {
+                    let tile = (m - r).min(ROWS_PER_TILE);
+                    let rows: [(&[[f32; 2]], &[i8]); ROWS_PER_TILE] =
+                        std::array::from_fn(|t| act.row(r + t.min(tile - 1)));
+                    // SAFETY: `try_matmul` checked the CPU features; every
+                    // slice holds the row's blocks.
+                    let dots = unsafe { dot_tile(w, &rows) };
+                    column[r..r + tile].copy_from_slice(&dots[..tile]);
+                    r += tile;
                 }
             }
         });
@@ -104,41 +149,56 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
 }
 
-/// One Q4_1 row against one Q8_1 row, `nb` blocks each (llama.cpp's
-/// `ggml_vec_dot_q4_1_q8_1`, AVX2 branch).
+/// One Q4_1 weight row against a tile of Q8_1 activation rows (llama.cpp's
+/// `ggml_vec_dot_q4_1_q8_1`, AVX2 branch, with the weight block unpacked
+/// once for the tile). A tile shorter than `ROWS_PER_TILE` repeats its last
+/// row; the caller keeps only the rows it asked for.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot(w: &[u8], a: &[u8], nb: usize) -> f32 {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_tile(w: &[u8], rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE]) -> [f32; ROWS_PER_TILE] {
     use std::arch::x86_64::*;
+    let nb = w.len() / Q4_1_BYTES;
     let low_nibbles = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0f32;
+    let mut acc = [_mm256_setzero_ps(); ROWS_PER_TILE];
+    let mut offsets = [0f32; ROWS_PER_TILE];
     for b in 0..nb {
-        let wb = &w[b * Q4_1_BYTES..(b + 1) * Q4_1_BYTES];
-        let ab = &a[b * Q8_1_BYTES..(b + 1) * Q8_1_BYTES];
-        let (d4, m4) = (f16_at(wb, 0), f16_at(wb, 2));
-        let (d8, s8) = (f16_at(ab, 0), f16_at(ab, 2));
-        offsets += m4 * s8;
+        let wb = w.as_ptr().add(b * Q4_1_BYTES);
+        // d and m, two f16s side by side.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((wb as *const i32).read_unaligned()));
+        let d4 = _mm_cvtss_f32(dm);
+        let m4 = _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1));
         // Quants 0..16 are the low nibbles of the 16 bytes, 16..32 the high ones.
-        let packed = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
+        let packed = _mm_loadu_si128(wb.add(4) as *const __m128i);
         let lo = _mm_and_si128(packed, low_nibbles);
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles);
         let q4 = _mm256_set_m128i(hi, lo);
-        let q8 = _mm256_loadu_si256(ab.as_ptr().add(4) as *const __m256i);
-        // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then to i32.
-        let pairs = _mm256_maddubs_epi16(q4, q8);
-        let sums = _mm256_madd_epi16(pairs, ones);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d4 * d8), _mm256_cvtepi32_ps(sums), acc);
+        for t in 0..ROWS_PER_TILE {
+            let (scales, quants) = rows[t];
+            let [d8, s8] = *scales.get_unchecked(b);
+            offsets[t] += m4 * s8;
+            let q8 = _mm256_loadu_si256(quants.as_ptr().add(b * QK) as *const __m256i);
+            // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then to i32.
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d4 * d8), _mm256_cvtepi32_ps(sums), acc[t]);
+        }
     }
-    let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-    _mm_cvtss_f32(one) + offsets
+    std::array::from_fn(|t| {
+        let quad = _mm_add_ps(
+            _mm256_castps256_ps128(acc[t]),
+            _mm256_extractf128_ps(acc[t], 1),
+        );
+        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
+        _mm_cvtss_f32(one) + offsets[t]
+    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot(_w: &[u8], _a: &[u8], _nb: usize) -> f32 {
+unsafe fn dot_tile(
+    _w: &[u8],
+    _rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
+) -> [f32; ROWS_PER_TILE] {
     unreachable!("has_avx2 is false off x86-64")
 }
 
