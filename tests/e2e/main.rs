@@ -316,3 +316,42 @@ fn gguf_files_are_served_without_a_config() {
         "{stdout}"
     );
 }
+
+/// The binary picks its SIMD kernels at run time (gemm's AVX-512 ones,
+/// the Q4_1 AVX2 one): on an emulated CPU without AVX-512 (qemu's
+/// Haswell model), `glimp generate` still answers as natively.
+#[test]
+fn runs_on_a_cpu_without_avx512() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    if Command::new("qemu-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("qemu-x86_64 (Debian's qemu-user)");
+    }
+    let root = repo_root();
+    let out = Command::new("qemu-x86_64")
+        .args([
+            "-cpu",
+            "Haswell",
+            env!("CARGO_BIN_EXE_glimp"),
+            "generate",
+            "--config",
+        ])
+        .arg(root.join("configs/default.toml"))
+        .args(["--chat", "--no-color", "--prompt"])
+        .arg("Problem: start with 1 7 , add 2 5 , subtract 0 9 , add 4 8 . What is the result ?")
+        .current_dir(&root)
+        .output()
+        .expect("qemu runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "glimp generate under qemu failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Answer: 8 1"), "{stdout}");
+}
