@@ -84,7 +84,7 @@ pub struct RunArgs {
     /// request generates --max-tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// JSONL prompts: {"prompt": ...} or {"messages": [...]}, optional "max_tokens".
+    /// JSONL prompts: {"prompt": "text"}, {"prompt": [token ids]} or {"messages": [...]}, optional "max_tokens".
     #[arg(long, group = "source")]
     pub prompts: Option<PathBuf>,
     /// A named dataset (`task` reads benches/task_prompts.jsonl).
