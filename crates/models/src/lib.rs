@@ -17,7 +17,7 @@ pub mod kv_cache;
 mod linear;
 pub mod make_model;
 mod model;
-mod q4_1_cpu;
+mod quant_matmul_cpu;
 pub mod rope;
 pub mod runner;
 pub mod test_files;

@@ -146,7 +146,7 @@ impl Weight {
         Ok(match self {
             Weight::Dense(w) => x.matmul(w)?,
             // candle's quantized matmul reads its input as one contiguous slice.
-            Weight::Quantized(q) => match crate::q4_1_cpu::try_matmul(q, x)? {
+            Weight::Quantized(q) => match crate::quant_matmul_cpu::try_matmul(q, x)? {
                 Some(y) => y,
                 None => QMatMul::QTensor(q.clone()).forward(&x.contiguous()?)?,
             },

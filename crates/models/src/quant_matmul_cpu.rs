@@ -1,13 +1,16 @@
-//! Q4_1 weights times f32 activations on x86-64 CPUs with AVX2.
+//! Q4_1 and Q8_0 weights times f32 activations on x86-64 CPUs with AVX2.
 //!
-//! candle 0.11 has SIMD dot products for Q4_0, Q8_0 and the K-quants but runs
-//! Q4_1 with scalar code: SmolLM2-135M Q4_1 decoded at 25 tokens/s whatever
-//! the batch, 0.15x its own f32 copy at batch 32 (`benches/forward.rs`).
-//! This is the same arithmetic as candle's (and llama.cpp's): every
-//! activation row is rounded to Q8_1 blocks by candle's own
-//! `BlockQ8_1::from_float`, and a block pair contributes
-//! `d4 * d8 * sum(q4 * q8) + m4 * s8`, the integer sum exact; only the order
-//! in which the blocks' float terms are added differs.
+//! candle 0.11 runs Q4_1 with scalar code: SmolLM2-135M Q4_1 decoded at 25
+//! tokens/s whatever the batch, 0.15x its own f32 copy at batch 32
+//! (`benches/forward.rs`). Its Q8_0 kernel is SIMD but reads a weight row
+//! once per activation row unless the shape suits its VNNI repacking (not
+//! SmolLM2's 576-wide LM head, which took a fifth of a serving profile).
+//! Here a weight row's blocks are unpacked once for a tile of activation
+//! rows. The arithmetic is candle's (and llama.cpp's): every activation row
+//! is rounded to 8-bit blocks by candle's own `BlockQ8_1::from_float` (Q8_0
+//! rounds the same way), and a block pair contributes `dw * da * sum(qw *
+//! qa)`, plus `m4 * s8` for Q4_1, the integer sum exact; only the order in
+//! which the blocks' float terms are added differs.
 
 use candle_core::quantized::k_quants::{BlockQ8_1, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -20,19 +23,44 @@ use crate::error::Result;
 /// (`d`, `m` or `s` as f16, then the quants).
 const QK: usize = 32;
 const Q4_1_BYTES: usize = 20;
+const Q8_0_BYTES: usize = 34;
 const Q8_1_BYTES: usize = 36;
 
 /// Output columns one task computes.
 const COLUMNS_PER_TASK: usize = 16;
 
-/// `x [m, k] @ w^T` for a CPU Q4_1 `w [n, k]`, or `None` when this kernel
-/// does not apply (another type or device, non-f32 input, no AVX2/FMA/F16C).
+/// The weight types this module runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Q4_1,
+    Q8_0,
+}
+
+impl Kind {
+    fn of(dtype: GgmlDType) -> Option<Kind> {
+        match dtype {
+            GgmlDType::Q4_1 => Some(Kind::Q4_1),
+            GgmlDType::Q8_0 => Some(Kind::Q8_0),
+            _ => None,
+        }
+    }
+
+    fn block_bytes(self) -> usize {
+        match self {
+            Kind::Q4_1 => Q4_1_BYTES,
+            Kind::Q8_0 => Q8_0_BYTES,
+        }
+    }
+}
+
+/// `x [m, k] @ w^T` for a CPU Q4_1 or Q8_0 `w [n, k]`, or `None` when this
+/// kernel does not apply (another type or device, non-f32 input, no
+/// AVX2/FMA/F16C).
 pub fn try_matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
-    if w.dtype() != GgmlDType::Q4_1
-        || !matches!(x.device(), Device::Cpu)
-        || x.dtype() != DType::F32
-        || !has_avx2()
-    {
+    let Some(kind) = Kind::of(w.dtype()) else {
+        return Ok(None);
+    };
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || !has_avx2() {
         return Ok(None);
     }
     let (n, k) = w.shape().dims2()?;
@@ -42,7 +70,7 @@ pub fn try_matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     }
     let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let weights = w.data()?;
-    let y = matmul(&x, m, k, &weights, n);
+    let y = matmul(kind, &x, m, k, &weights, n);
     Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
 }
 
@@ -105,11 +133,11 @@ impl Q8Rows {
 /// unpacked once per tile instead of once per row.
 const ROWS_PER_TILE: usize = 4;
 
-/// `x` row-major `[m, k]`, `weights` the `[n, k / 32]` Q4_1 blocks; returns
-/// `[m, n]` row-major. Callers check AVX2, FMA and F16C first.
-fn matmul(x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
+/// `x` row-major `[m, k]`, `weights` the `[n, k / 32]` blocks of `kind`;
+/// returns `[m, n]` row-major. Callers check AVX2, FMA and F16C first.
+fn matmul(kind: Kind, x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
     let act = Q8Rows::new(x, k);
-    let w_row = k / QK * Q4_1_BYTES;
+    let w_row = k / QK * kind.block_bytes();
     // Column-major while computing, so each task owns a contiguous slice and
     // reads each weight row once for all m activation rows.
     let mut by_column = vec![0f32; n * m];
@@ -127,7 +155,12 @@ fn matmul(x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
                         std::array::from_fn(|t| act.row(r + t.min(tile - 1)));
                     // SAFETY: `try_matmul` checked the CPU features; every
                     // slice holds the row's blocks.
-                    let dots = unsafe { dot_tile(w, &rows) };
+                    let dots = unsafe {
+                        match kind {
+                            Kind::Q4_1 => dot_tile_q4_1(w, &rows),
+                            Kind::Q8_0 => dot_tile_q8_0(w, &rows),
+                        }
+                    };
                     column[r..r + tile].copy_from_slice(&dots[..tile]);
                     r += tile;
                 }
@@ -155,7 +188,10 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 /// row; the caller keeps only the rows it asked for.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile(w: &[u8], rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE]) -> [f32; ROWS_PER_TILE] {
+unsafe fn dot_tile_q4_1(
+    w: &[u8],
+    rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
+) -> [f32; ROWS_PER_TILE] {
     use std::arch::x86_64::*;
     let nb = w.len() / Q4_1_BYTES;
     let low_nibbles = _mm_set1_epi8(0x0F);
@@ -183,19 +219,60 @@ unsafe fn dot_tile(w: &[u8], rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE]) -> [f
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d4 * d8), _mm256_cvtepi32_ps(sums), acc[t]);
         }
     }
-    std::array::from_fn(|t| {
-        let quad = _mm_add_ps(
-            _mm256_castps256_ps128(acc[t]),
-            _mm256_extractf128_ps(acc[t], 1),
-        );
-        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-        let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-        _mm_cvtss_f32(one) + offsets[t]
-    })
+    std::array::from_fn(|t| sum_lanes(acc[t]) + offsets[t])
+}
+
+/// One Q8_0 weight row against a tile of 8-bit activation rows (llama.cpp's
+/// `ggml_vec_dot_q8_0_q8_0`, AVX2 branch: |w| times a with w's signs, so
+/// that the unsigned-by-signed multiply applies).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_tile_q8_0(
+    w: &[u8],
+    rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
+) -> [f32; ROWS_PER_TILE] {
+    use std::arch::x86_64::*;
+    let nb = w.len() / Q8_0_BYTES;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); ROWS_PER_TILE];
+    for b in 0..nb {
+        let wb = w.as_ptr().add(b * Q8_0_BYTES);
+        let scale = (wb as *const u16).read_unaligned() as i32;
+        let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scale)));
+        let qw = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+        let abs_w = _mm256_sign_epi8(qw, qw);
+        for t in 0..ROWS_PER_TILE {
+            let (scales, quants) = rows[t];
+            let [da, _] = *scales.get_unchecked(b);
+            let qa = _mm256_loadu_si256(quants.as_ptr().add(b * QK) as *const __m256i);
+            // |w| (at most 127 as u8) times a with w's signs: pairs fit i16.
+            let sums =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(qa, qw)), ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), _mm256_cvtepi32_ps(sums), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| sum_lanes(acc[t]))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sum_lanes(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_tile(
+unsafe fn dot_tile_q4_1(
+    _w: &[u8],
+    _rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
+) -> [f32; ROWS_PER_TILE] {
+    unreachable!("has_avx2 is false off x86-64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot_tile_q8_0(
     _w: &[u8],
     _rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
 ) -> [f32; ROWS_PER_TILE] {
@@ -210,15 +287,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matches_candles_scalar_q4_1_matmul() {
+    fn matches_candles_q4_1_and_q8_0_matmuls() {
         if !has_avx2() {
             eprintln!("SKIPPED: no AVX2 on this CPU");
             return;
         }
         let dev = Device::Cpu;
-        for (m, n, k) in [(1, 5, 64), (3, 17, 128), (17, 40, 576), (1, 64, 1536)] {
+        // Widths that are not multiples of 256, where candle does not repack Q8_0
+        // for VNNI (that path rounds activations in other blocks).
+        let shapes = [(1, 5, 64), (3, 17, 128), (17, 40, 576), (1, 64, 1600)];
+        for ((m, n, k), dtype) in shapes
+            .into_iter()
+            .flat_map(|s| [(s, GgmlDType::Q4_1), (s, GgmlDType::Q8_0)])
+        {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
-            let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
             let ours = try_matmul(&q, &x).unwrap().expect("applies");
             let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
@@ -237,7 +320,10 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();
-            assert!(diff <= 1e-5 * scale, "{m}x{n}x{k}: {diff} (scale {scale})");
+            assert!(
+                diff <= 1e-5 * scale,
+                "{dtype:?} {m}x{n}x{k}: {diff} (scale {scale})"
+            );
         }
     }
 
@@ -245,9 +331,9 @@ mod tests {
     fn other_types_and_dtypes_are_left_to_candle() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (4, 32), &dev).unwrap();
-        let q8 = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let q4_0 = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 32), &dev).unwrap();
-        assert!(try_matmul(&q8, &x).unwrap().is_none());
+        assert!(try_matmul(&q4_0, &x).unwrap().is_none());
         let q4 = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
         let bf16 = x.to_dtype(DType::BF16).unwrap();
         assert!(try_matmul(&q4, &bf16).unwrap().is_none());
