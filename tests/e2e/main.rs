@@ -239,8 +239,15 @@ fn bundled_server_end_to_end() {
 /// with the default token budget.
 #[test]
 fn generate_answers_a_typed_problem() {
+    let stdout = typed_problem_answer(Command::new(env!("CARGO_BIN_EXE_glimp")));
+    assert!(stdout.contains("Answer: 8 1"), "{stdout}");
+}
+
+/// `glimp generate` on the bundled pair and a typed problem, run by `cmd`
+/// (the binary itself, or an emulator given the binary); its stdout.
+fn typed_problem_answer(mut cmd: Command) -> String {
     let root = repo_root();
-    let out = Command::new(env!("CARGO_BIN_EXE_glimp"))
+    let out = cmd
         .args(["generate", "--config"])
         .arg(root.join("configs/default.toml"))
         .args(["--chat", "--no-color", "--prompt"])
@@ -248,13 +255,13 @@ fn generate_answers_a_typed_problem() {
         .current_dir(&root)
         .output()
         .expect("glimp generate runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "glimp generate failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("Answer: 8 1"), "{stdout}");
+    stdout
 }
 
 /// A GGUF pair named on the command line, from a folder with no config
@@ -332,26 +339,8 @@ fn runs_on_a_cpu_without_avx512() {
     {
         return missing("qemu-x86_64 (Debian's qemu-user)");
     }
-    let root = repo_root();
-    let out = Command::new("qemu-x86_64")
-        .args([
-            "-cpu",
-            "Haswell",
-            env!("CARGO_BIN_EXE_glimp"),
-            "generate",
-            "--config",
-        ])
-        .arg(root.join("configs/default.toml"))
-        .args(["--chat", "--no-color", "--prompt"])
-        .arg("Problem: start with 1 7 , add 2 5 , subtract 0 9 , add 4 8 . What is the result ?")
-        .current_dir(&root)
-        .output()
-        .expect("qemu runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "glimp generate under qemu failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut qemu = Command::new("qemu-x86_64");
+    qemu.args(["-cpu", "Haswell", env!("CARGO_BIN_EXE_glimp")]);
+    let stdout = typed_problem_answer(qemu);
     assert!(stdout.contains("Answer: 8 1"), "{stdout}");
 }

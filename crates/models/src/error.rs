@@ -42,20 +42,24 @@ pub enum ModelError {
 
 pub type Result<T> = std::result::Result<T, ModelError>;
 
-/// Reads a file, mapping "not found" to `MissingFile` so callers get the clearest error.
-pub(crate) fn read_file(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ModelError::MissingFile {
-                path: path.to_path_buf(),
-            }
-        } else {
-            ModelError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
+/// An I/O error on `path`, "not found" as `MissingFile` so callers get the
+/// clearest error.
+pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> ModelError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        ModelError::MissingFile {
+            path: path.to_path_buf(),
         }
-    })
+    } else {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Reads a file.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| io_error(path, source))
 }
 
 /// Reads and parses a JSON file.

@@ -16,7 +16,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::GgmlDType;
 
 use crate::config::{Arch, ModelConfig, RawConfig};
-use crate::error::{ModelError, Result};
+use crate::error::{io_error, ModelError, Result};
 
 /// Whether `path` names a GGUF file (by extension) rather than a checkpoint folder.
 pub fn is_gguf(path: &Path) -> bool {
@@ -309,18 +309,7 @@ impl GgufFile {
 }
 
 fn open_file(path: &Path) -> Result<File> {
-    File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ModelError::MissingFile {
-                path: path.to_path_buf(),
-            }
-        } else {
-            ModelError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })
+    File::open(path).map_err(|source| io_error(path, source))
 }
 
 /// The GGUF name of a Hugging Face tensor name, for the tensors the model loads.

@@ -54,12 +54,7 @@ fn run(config: &EngineConfig, policy: Policy, tau: f32, k: usize) -> Vec<Output>
 }
 
 fn median_h_init(config: &EngineConfig) -> f32 {
-    let mut h: Vec<f32> = run(config, Policy::Glimp, 0.0, 0)
-        .iter()
-        .flat_map(|o| o.finished.routing.h_init.clone())
-        .collect();
-    h.sort_by(f32::total_cmp);
-    h[h.len() / 2]
+    median_of_h_init(&run(config, Policy::Glimp, 0.0, 0))
 }
 
 #[test]

@@ -119,6 +119,17 @@ pub fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) -> Out
     }
 }
 
+/// The median H_init of every glimpse of `outputs`: a tau that routes
+/// about half of them to the LLM.
+pub fn median_of_h_init(outputs: &[Output]) -> f32 {
+    let mut h: Vec<f32> = outputs
+        .iter()
+        .flat_map(|o| o.finished.routing.h_init.clone())
+        .collect();
+    h.sort_by(f32::total_cmp);
+    h[h.len() / 2]
+}
+
 /// Reads a gauge from the engine's registry.
 pub fn gauge(engine: &EngineHandle, name: &str, label: (&str, &str)) -> f64 {
     for family in engine.metrics().registry.gather() {

@@ -102,12 +102,7 @@ fn speculation_on_or_off_gives_identical_greedy_output() {
 
 /// The tau that routes about half of the glimpses to the LLM.
 fn median_h_init() -> f32 {
-    let mut h: Vec<f32> = outputs(Policy::Glimp, 0.0, 0)
-        .iter()
-        .flat_map(|o| o.finished.routing.h_init.clone())
-        .collect();
-    h.sort_by(f32::total_cmp);
-    h[h.len() / 2]
+    median_of_h_init(&outputs(Policy::Glimp, 0.0, 0))
 }
 
 #[test]
