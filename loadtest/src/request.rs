@@ -171,10 +171,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.body(0)["prompt"], json!([1, 4093, 198]));
-        let err = RequestFactory::new(Endpoint::Chat, "m".into(), None, false, None, vec![ids])
-            .err()
-            .expect("chat refuses token ids")
-            .to_string();
+        let err =
+            match RequestFactory::new(Endpoint::Chat, "m".into(), None, false, None, vec![ids]) {
+                Ok(_) => panic!("chat refuses token ids"),
+                Err(e) => e.to_string(),
+            };
         assert!(err.contains("--endpoint completions"), "{err}");
     }
 
