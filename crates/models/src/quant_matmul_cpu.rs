@@ -120,7 +120,7 @@ impl Q8Rows {
         }
     }
 
-    fn row(&self, r: usize) -> (&[[f32; 2]], &[i8]) {
+    fn row(&self, r: usize) -> Row<'_> {
         let nb = self.blocks_per_row;
         (
             &self.scales[r * nb..(r + 1) * nb],
@@ -132,6 +132,21 @@ impl Q8Rows {
 /// Activation rows one weight row is read for at a time: its blocks are
 /// unpacked once per tile instead of once per row.
 const ROWS_PER_TILE: usize = 4;
+
+/// One activation row: its blocks' `[d, s]` and its quants.
+type Row<'a> = (&'a [[f32; 2]], &'a [i8]);
+
+/// One weight row of `kind` against `R` activation rows.
+fn dot_rows<const R: usize>(kind: Kind, w: &[u8], rows: &[Row; R]) -> [f32; R] {
+    // SAFETY: `try_matmul` checked the CPU features; every slice holds the
+    // row's blocks.
+    unsafe {
+        match kind {
+            Kind::Q4_1 => dot_tile_q4_1(w, rows),
+            Kind::Q8_0 => dot_tile_q8_0(w, rows),
+        }
+    }
+}
 
 /// `x` row-major `[m, k]`, `weights` the `[n, k / 32]` blocks of `kind`;
 /// returns `[m, n]` row-major. Callers check AVX2, FMA and F16C first.
@@ -148,21 +163,15 @@ fn matmul(kind: Kind, x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -
             let first = task * COLUMNS_PER_TASK;
             for (j, column) in out.chunks_exact_mut(m).enumerate() {
                 let w = &weights[(first + j) * w_row..(first + j + 1) * w_row];
+                // Whole tiles, then the rows left one at a time.
                 let mut r = 0;
-                while r < m {
-                    let tile = (m - r).min(ROWS_PER_TILE);
-                    let rows: [(&[[f32; 2]], &[i8]); ROWS_PER_TILE] =
-                        std::array::from_fn(|t| act.row(r + t.min(tile - 1)));
-                    // SAFETY: `try_matmul` checked the CPU features; every
-                    // slice holds the row's blocks.
-                    let dots = unsafe {
-                        match kind {
-                            Kind::Q4_1 => dot_tile_q4_1(w, &rows),
-                            Kind::Q8_0 => dot_tile_q8_0(w, &rows),
-                        }
-                    };
-                    column[r..r + tile].copy_from_slice(&dots[..tile]);
-                    r += tile;
+                while r + ROWS_PER_TILE <= m {
+                    let rows: [Row; ROWS_PER_TILE] = std::array::from_fn(|t| act.row(r + t));
+                    column[r..r + ROWS_PER_TILE].copy_from_slice(&dot_rows(kind, w, &rows));
+                    r += ROWS_PER_TILE;
+                }
+                for (y, r) in column[r..].iter_mut().zip(r..m) {
+                    *y = dot_rows(kind, w, &[act.row(r)])[0];
                 }
             }
         });
@@ -184,20 +193,16 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 
 /// One Q4_1 weight row against a tile of Q8_1 activation rows (llama.cpp's
 /// `ggml_vec_dot_q4_1_q8_1`, AVX2 branch, with the weight block unpacked
-/// once for the tile). A tile shorter than `ROWS_PER_TILE` repeats its last
-/// row; the caller keeps only the rows it asked for.
+/// once for the tile).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile_q4_1(
-    w: &[u8],
-    rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
-) -> [f32; ROWS_PER_TILE] {
+unsafe fn dot_tile_q4_1<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let nb = w.len() / Q4_1_BYTES;
     let low_nibbles = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); ROWS_PER_TILE];
-    let mut offsets = [0f32; ROWS_PER_TILE];
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut offsets = [0f32; R];
     for b in 0..nb {
         let wb = w.as_ptr().add(b * Q4_1_BYTES);
         // d and m, two f16s side by side.
@@ -209,7 +214,7 @@ unsafe fn dot_tile_q4_1(
         let lo = _mm_and_si128(packed, low_nibbles);
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles);
         let q4 = _mm256_set_m128i(hi, lo);
-        for t in 0..ROWS_PER_TILE {
+        for t in 0..R {
             let (scales, quants) = rows[t];
             let [d8, s8] = *scales.get_unchecked(b);
             offsets[t] += m4 * s8;
@@ -227,21 +232,18 @@ unsafe fn dot_tile_q4_1(
 /// that the unsigned-by-signed multiply applies).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile_q8_0(
-    w: &[u8],
-    rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
-) -> [f32; ROWS_PER_TILE] {
+unsafe fn dot_tile_q8_0<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let nb = w.len() / Q8_0_BYTES;
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); ROWS_PER_TILE];
+    let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         let wb = w.as_ptr().add(b * Q8_0_BYTES);
         let scale = (wb as *const u16).read_unaligned() as i32;
         let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scale)));
         let qw = _mm256_loadu_si256(wb.add(2) as *const __m256i);
         let abs_w = _mm256_sign_epi8(qw, qw);
-        for t in 0..ROWS_PER_TILE {
+        for t in 0..R {
             let (scales, quants) = rows[t];
             let [da, _] = *scales.get_unchecked(b);
             let qa = _mm256_loadu_si256(quants.as_ptr().add(b * QK) as *const __m256i);
@@ -264,18 +266,12 @@ unsafe fn sum_lanes(v: std::arch::x86_64::__m256) -> f32 {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_tile_q4_1(
-    _w: &[u8],
-    _rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
-) -> [f32; ROWS_PER_TILE] {
+unsafe fn dot_tile_q4_1<const R: usize>(_w: &[u8], _rows: &[Row; R]) -> [f32; R] {
     unreachable!("has_avx2 is false off x86-64")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_tile_q8_0(
-    _w: &[u8],
-    _rows: &[(&[[f32; 2]], &[i8]); ROWS_PER_TILE],
-) -> [f32; ROWS_PER_TILE] {
+unsafe fn dot_tile_q8_0<const R: usize>(_w: &[u8], _rows: &[Row; R]) -> [f32; R] {
     unreachable!("has_avx2 is false off x86-64")
 }
 
