@@ -33,7 +33,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
-use common::max_abs_diff;
+use common::{logits_of, max_abs_diff};
 use glimprouter_core::{BatchRow, ModelBatch, RowKind};
 use glimprouter_models::gguf_convert::{write_gguf, GgufTypes};
 use glimprouter_models::{make_model, test_files, Arch, LoadOptions, MakeModelSpec, ModelRunner};
@@ -80,12 +80,7 @@ impl Reference {
             Reference::Qwen3(m) => m.forward(&x, pos),
         }
         .unwrap();
-        out.to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        logits_of(&out)
     }
 }
 

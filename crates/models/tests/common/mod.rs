@@ -94,12 +94,7 @@ impl Reference {
             Reference::Qwen3(m) => m.forward(&input, pos),
         }
         .unwrap();
-        out.to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        logits_of(&out)
     }
 
     /// Logits at every position of `tokens`, each from a fresh run fed one token at a time.
@@ -109,6 +104,16 @@ impl Reference {
             .map(|p| self.step(&tokens[p..p + 1], p))
             .collect()
     }
+}
+
+/// A reference model's output as one f32 row.
+pub fn logits_of(out: &Tensor) -> Vec<f32> {
+    out.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
