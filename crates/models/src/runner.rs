@@ -69,8 +69,7 @@ impl ModelRunner {
                 "block_size and num_blocks must be positive".into(),
             ));
         }
-        let config = ModelConfig::load(path)?;
-        let weights = Weights::open(path, &config, opts.dtype, &opts.device)?;
+        let (config, weights) = Weights::open(path, opts.dtype, &opts.device)?;
         let model = Model::load(&config, &weights, opts.dtype, &opts.device)?;
         let geo = CacheGeometry {
             num_layers: config.num_hidden_layers,

@@ -29,17 +29,23 @@ pub struct GgufWeights {
 }
 
 impl Weights {
-    /// A `.gguf` file, or a checkpoint folder of safetensors.
-    pub fn open(path: &Path, config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+    /// A `.gguf` file, or a checkpoint folder of safetensors, with the
+    /// model's config (a GGUF file's header is read once for both).
+    pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<(ModelConfig, Self)> {
         if gguf::is_gguf(path) {
-            return Ok(Weights::Gguf(Box::new(GgufWeights {
-                file: GgufFile::open(path)?,
+            let file = GgufFile::open(path)?;
+            let config = file.config()?;
+            let weights = Weights::Gguf(Box::new(GgufWeights {
+                file,
                 config: config.clone(),
                 dtype,
                 device: device.clone(),
-            })));
+            }));
+            return Ok((config, weights));
         }
-        SafetensorsWeights::open(path, dtype, device).map(Weights::Safetensors)
+        let config = ModelConfig::from_dir(path)?;
+        let weights = SafetensorsWeights::open(path, dtype, device).map(Weights::Safetensors)?;
+        Ok((config, weights))
     }
 
     /// Loads `name` in the model dtype on the model device (a quantized
