@@ -3,11 +3,17 @@
 //! Work is split into independent tasks (sequence x kv head x chunk of query tokens) run
 //! with rayon. A task reads each K/V block of its sequence once and serves every query
 //! head of the group from it, using an online (streaming) softmax with f32 accumulation.
-//! Inner loops are over contiguous `head_dim` slices so the compiler vectorises them.
+//! Two kernels do a task: the row kernel (below) scores each query row against the keys
+//! where they lie, which suits the few rows of a decode step; the tile kernel
+//! (`attention_cpu_tile`, AVX2+FMA) transposes each key block once and scores 4 rows x 16
+//! keys at a time, which pays off from a handful of rows up (prefill chunks, verification).
 //!
 //! Cache layout per layer: [num_blocks, kv_heads, block_size, head_dim].
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+use crate::attention_cpu_tile;
 
 /// Element type of a KV cache buffer (math is always f32).
 pub trait CacheElem: Copy + Send + Sync + Default + 'static {
@@ -63,6 +69,73 @@ pub struct SeqSpan<'a> {
 /// prefill over cores.
 const QUERY_CHUNK: usize = 32;
 
+/// Query rows from which a task uses the tile kernel (prefill chunks, speculative
+/// verification); below it (decode: one token x the group) the row kernel, which reads
+/// keys in place instead of transposing each block first.
+#[cfg(target_arch = "x86_64")]
+const TILE_MIN_ROWS: usize = 8;
+
+impl AttnShape {
+    /// First position a query at `pos` attends to.
+    pub(crate) fn first_visible(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+
+    /// Offset of kv head `g`'s rows in logical block `b` of `seq`.
+    pub(crate) fn block_base(&self, seq: &SeqSpan<'_>, b: usize, g: usize) -> usize {
+        ((seq.block_table[b] as usize * self.num_kv_heads + g) * self.block_size) * self.head_dim
+    }
+}
+
+/// One task's query rows, row `t * group + j` for token `t` of the chunk and query head
+/// `j` of the kv head's group: pre-scaled vectors and each row's position (nondecreasing
+/// in the row).
+pub(crate) struct TaskQueries {
+    pub qs: Vec<f32>,
+    pub pos: Vec<usize>,
+}
+
+impl TaskQueries {
+    fn gather(
+        q: &[f32],
+        seq: &SeqSpan<'_>,
+        g: usize,
+        first: usize,
+        n: usize,
+        shape: &AttnShape,
+    ) -> Self {
+        let (h, d) = (shape.num_heads, shape.head_dim);
+        let group = h / shape.num_kv_heads;
+        let mut qs = vec![0f32; n * group * d];
+        let mut pos = vec![0usize; n * group];
+        for t in 0..n {
+            let tok = seq.token_start + first + t;
+            for j in 0..group {
+                let src = (tok * h + g * group + j) * d;
+                let qi = t * group + j;
+                for (o, x) in qs[qi * d..(qi + 1) * d].iter_mut().zip(&q[src..src + d]) {
+                    *o = x * shape.scale;
+                }
+                pos[qi] = seq.start_pos + first + t;
+            }
+        }
+        Self { qs, pos }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.pos.len()
+    }
+
+    /// The blocks any row attends to, first and last.
+    pub fn block_range(&self, shape: &AttnShape) -> (usize, usize) {
+        let lo = shape.first_visible(self.pos[0]);
+        (
+            lo / shape.block_size,
+            self.pos[self.rows() - 1] / shape.block_size,
+        )
+    }
+}
+
 /// Writes `k`/`v` ([T, kv_heads, head_dim], f32) into the cache at `slots[t]`.
 pub fn write_kv<T: CacheElem>(
     k_cache: &mut [T],
@@ -114,7 +187,8 @@ pub fn paged_attention<T: CacheElem>(
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
         .map(|&(si, g, first, n)| {
-            attend_dispatch(q, k_cache, v_cache, &seqs[si], g, first, n, shape)
+            let queries = TaskQueries::gather(q, &seqs[si], g, first, n, shape);
+            attend_dispatch(queries, k_cache, v_cache, &seqs[si], g, shape)
         })
         .collect();
 
@@ -131,117 +205,113 @@ pub fn paged_attention<T: CacheElem>(
     out
 }
 
-/// Runs `attend_task` compiled for AVX2+FMA when the CPU has them (the crate itself is
-/// built for baseline x86-64, where the inner loops would be 4-wide without FMA).
-#[allow(clippy::too_many_arguments)]
+/// Runs the tile kernel or the row kernel compiled for AVX2+FMA when the CPU has them
+/// (the crate itself is built for baseline x86-64, where the inner loops would be 4-wide
+/// without FMA).
 fn attend_dispatch<T: CacheElem>(
-    q: &[f32],
+    queries: TaskQueries,
     k_cache: &[T],
     v_cache: &[T],
     seq: &SeqSpan<'_>,
     g: usize,
-    first: usize,
-    n: usize,
     shape: &AttnShape,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the features the function is compiled for were detected just above.
-            return unsafe { attend_task_avx2(q, k_cache, v_cache, seq, g, first, n, shape) };
+            if queries.rows() >= TILE_MIN_ROWS && attention_cpu_tile::fits(shape) {
+                // SAFETY: the features the kernel is compiled for were detected just above.
+                return unsafe {
+                    attention_cpu_tile::attend_tile(queries, k_cache, v_cache, seq, g, shape)
+                };
+            }
+            // SAFETY: as above.
+            return unsafe { attend_task_avx2(&queries, k_cache, v_cache, seq, g, shape) };
         }
     }
-    attend_task::<T, false>(q, k_cache, v_cache, seq, g, first, n, shape)
+    attend_task::<T, false>(&queries, k_cache, v_cache, seq, g, shape)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn attend_task_avx2<T: CacheElem>(
-    q: &[f32],
+    queries: &TaskQueries,
     k_cache: &[T],
     v_cache: &[T],
     seq: &SeqSpan<'_>,
     g: usize,
-    first: usize,
-    n: usize,
     shape: &AttnShape,
 ) -> Vec<f32> {
-    attend_task::<T, true>(q, k_cache, v_cache, seq, g, first, n, shape)
+    attend_task::<T, true>(queries, k_cache, v_cache, seq, g, shape)
 }
 
-/// One task: query tokens `first..first+n` of `seq`, the query heads of kv head `g`.
-/// Returns [n, group, head_dim]. `FMA`: use fused multiply-add (only where the CPU has it,
-/// elsewhere `mul_add` is a slow library call).
-#[allow(clippy::too_many_arguments)]
+/// Requests kv head `g`'s K/V of logical block `b` into cache, when `b` exists. Blocks are
+/// scattered in memory, which defeats the hardware prefetcher, so kernels ask for the
+/// block a few ahead of the one they work on.
+pub(crate) fn prefetch_block<T: CacheElem>(
+    k_cache: &[T],
+    v_cache: &[T],
+    seq: &SeqSpan<'_>,
+    b: usize,
+    last_block: usize,
+    g: usize,
+    shape: &AttnShape,
+) {
+    if b <= last_block {
+        let base = shape.block_base(seq, b, g);
+        let block_elems = shape.block_size * shape.head_dim;
+        prefetch(&k_cache[base..base + block_elems]);
+        prefetch(&v_cache[base..base + block_elems]);
+    }
+}
+
+/// How many blocks ahead to prefetch: about 8 KiB of keys.
+pub(crate) fn prefetch_distance<T>(shape: &AttnShape) -> usize {
+    (8192 / (shape.block_size * shape.head_dim * std::mem::size_of::<T>())).max(1)
+}
+
+/// The row kernel: one task's query rows, each scored against the keys where they lie.
+/// Returns [rows, head_dim]. `FMA`: use fused multiply-add and the vector `exp` (only
+/// where the CPU has them, elsewhere `mul_add` is a slow library call).
 #[inline(always)]
 fn attend_task<T: CacheElem, const FMA: bool>(
-    q: &[f32],
+    queries: &TaskQueries,
     k_cache: &[T],
     v_cache: &[T],
     seq: &SeqSpan<'_>,
     g: usize,
-    first: usize,
-    n: usize,
     shape: &AttnShape,
 ) -> Vec<f32> {
-    let (h, kvh, d, bs) = (
-        shape.num_heads,
-        shape.num_kv_heads,
-        shape.head_dim,
-        shape.block_size,
-    );
-    let group = h / kvh;
-    let nq = n * group;
-    // Query vectors, pre-scaled, and each query's position.
-    let mut qs = vec![0f32; nq * d];
-    let mut qpos = vec![0usize; nq];
-    for t in 0..n {
-        let tok = seq.token_start + first + t;
-        for j in 0..group {
-            let src = (tok * h + g * group + j) * d;
-            let qi = t * group + j;
-            for (o, x) in qs[qi * d..(qi + 1) * d].iter_mut().zip(&q[src..src + d]) {
-                *o = x * shape.scale;
-            }
-            qpos[qi] = seq.start_pos + first + t;
-        }
-    }
-    let lo_of = |p: usize| shape.window.map_or(0, |w| (p + 1).saturating_sub(w));
-    let max_pos = seq.start_pos + first + n - 1;
-    let min_lo = lo_of(seq.start_pos + first);
+    let (d, bs) = (shape.head_dim, shape.block_size);
+    let nq = queries.rows();
+    let (qs, qpos) = (&queries.qs, &queries.pos);
+    let max_pos = qpos[nq - 1];
 
     let mut m = vec![f32::NEG_INFINITY; nq];
     let mut l = vec![0f32; nq];
     let mut acc = vec![0f32; nq * d];
     let mut scores = vec![0f32; bs];
 
-    // Blocks are scattered in memory, which defeats the hardware prefetcher: request the
-    // K/V of the block `ahead` positions further while working on the current one.
-    let (first_block, last_block) = (min_lo / bs, max_pos / bs);
-    let block_elems = bs * d;
-    let ahead = (8192 / (block_elems * std::mem::size_of::<T>())).max(1);
-    let prefetch_block = |b: usize| {
-        if FMA && b <= last_block {
-            let base = ((seq.block_table[b] as usize * kvh + g) * bs) * d;
-            prefetch(&k_cache[base..base + block_elems]);
-            prefetch(&v_cache[base..base + block_elems]);
+    let (first_block, last_block) = queries.block_range(shape);
+    let ahead = prefetch_distance::<T>(shape);
+    if FMA {
+        for b in first_block..(first_block + ahead).min(last_block + 1) {
+            prefetch_block(k_cache, v_cache, seq, b, last_block, g, shape);
         }
-    };
-    for b in first_block..(first_block + ahead).min(last_block + 1) {
-        prefetch_block(b);
     }
     for b in first_block..=last_block {
-        prefetch_block(b + ahead);
+        if FMA {
+            prefetch_block(k_cache, v_cache, seq, b + ahead, last_block, g, shape);
+        }
         let block_start = b * bs;
         let block_len = bs.min(max_pos + 1 - block_start);
-        let base = ((seq.block_table[b] as usize * kvh + g) * bs) * d;
+        let base = shape.block_base(seq, b, g);
         let kb = &k_cache[base..base + block_len * d];
         let vb = &v_cache[base..base + block_len * d];
         for qi in 0..nq {
             let p = qpos[qi];
-            let lo = lo_of(p).max(block_start) - block_start;
+            let lo = shape.first_visible(p).max(block_start) - block_start;
             if p < block_start || lo >= block_len {
                 continue;
             }
@@ -261,23 +331,43 @@ fn attend_task<T: CacheElem, const FMA: bool>(
                     *x *= correction;
                 }
             }
+            exp_shifted::<FMA>(&mut scores[lo..hi], new_m);
             let mut sum = l[qi] * correction;
             for j in lo..hi {
-                let w = (scores[j] - new_m).exp();
-                sum += w;
-                axpy::<T, FMA>(a, w, &vb[j * d..(j + 1) * d]);
+                sum += scores[j];
+                axpy::<T, FMA>(a, scores[j], &vb[j * d..(j + 1) * d]);
             }
             l[qi] = sum;
             m[qi] = new_m;
         }
     }
-    for qi in 0..nq {
-        let inv = if l[qi] > 0.0 { 1.0 / l[qi] } else { 0.0 };
-        for x in acc[qi * d..(qi + 1) * d].iter_mut() {
+    normalize_rows(&mut acc, &l, d);
+    acc
+}
+
+/// Divides each row of `acc` by its softmax denominator.
+pub(crate) fn normalize_rows(acc: &mut [f32], l: &[f32], d: usize) {
+    for (row, &z) in acc.chunks_exact_mut(d).zip(l) {
+        let inv = if z > 0.0 { 1.0 / z } else { 0.0 };
+        for x in row.iter_mut() {
             *x *= inv;
         }
     }
-    acc
+}
+
+/// `x = exp(x - m)` over a slice; `VECTOR`: with the AVX2 `exp` (the caller runs with
+/// AVX2+FMA enabled).
+#[inline(always)]
+fn exp_shifted<const VECTOR: bool>(x: &mut [f32], m: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if VECTOR {
+        // SAFETY: `VECTOR` is only set by callers compiled for, and running on, AVX2+FMA.
+        unsafe { attention_cpu_tile::exp_shifted(x, m) };
+        return;
+    }
+    for v in x.iter_mut() {
+        *v = (*v - m).exp();
+    }
 }
 
 /// Asks the CPU to pull `data` into cache (a hint: it never faults).
@@ -337,10 +427,11 @@ fn axpy<T: CacheElem, const FMA: bool>(acc: &mut [f32], w: f32, v: &[T]) {
 mod tests {
     use super::*;
 
-    /// Plain softmax attention over a contiguous context, for comparison.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], ctx: usize, qpos: usize, d: usize) -> Vec<f32> {
+    /// Plain softmax attention of one query over a contiguous context, positions
+    /// `lo..=qpos`, for comparison.
+    fn naive(q: &[f32], k: &[f32], v: &[f32], lo: usize, qpos: usize, d: usize) -> Vec<f32> {
         let scale = 1.0 / (d as f32).sqrt();
-        let scores: Vec<f32> = (0..=qpos.min(ctx - 1))
+        let scores: Vec<f32> = (lo..=qpos)
             .map(|j| (0..d).map(|i| q[i] * k[j * d + i]).sum::<f32>() * scale)
             .collect();
         let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -350,52 +441,102 @@ mod tests {
             .map(|i| {
                 w.iter()
                     .enumerate()
-                    .map(|(j, wj)| wj * v[j * d + i])
+                    .map(|(j, wj)| wj * v[(lo + j) * d + i])
                     .sum::<f32>()
                     / z
             })
             .collect()
     }
 
-    #[test]
-    fn matches_naive_attention_with_scattered_blocks() {
-        let (d, bs, ctx) = (12, 3, 10);
-        let shape = AttnShape {
-            num_heads: 2,
-            num_kv_heads: 1,
-            head_dim: d,
-            block_size: bs,
-            scale: 1.0 / (d as f32).sqrt(),
-            window: None,
-        };
-        let val = |i: usize| ((i * 7919) % 97) as f32 / 50.0 - 1.0;
-        let k: Vec<f32> = (0..ctx * d).map(val).collect();
-        let v: Vec<f32> = (0..ctx * d).map(|i| val(i + 13)).collect();
-        let block_table = [5u32, 0, 3, 1];
+    fn val(i: usize) -> f32 {
+        ((i * 7919) % 97) as f32 / 50.0 - 1.0
+    }
+
+    /// Attention of the last `new` of `ctx` tokens with a cache of element type `T` in
+    /// scattered blocks, against `naive` per kv head (every kv head has its own K/V).
+    fn check_against_naive<T: CacheElem>(shape: AttnShape, ctx: usize, new: usize, tol: f32) {
+        let (h, kvh, d, bs) = (
+            shape.num_heads,
+            shape.num_kv_heads,
+            shape.head_dim,
+            shape.block_size,
+        );
+        let k: Vec<f32> = (0..ctx * kvh * d).map(val).collect();
+        let v: Vec<f32> = (0..ctx * kvh * d).map(|i| val(i + 13)).collect();
+        let num_blocks = ctx.div_ceil(bs) + 2;
+        // Logical blocks in reverse order, physical block 0 unused.
+        let block_table: Vec<u32> = (0..ctx.div_ceil(bs))
+            .map(|i| (num_blocks - 1 - i) as u32)
+            .collect();
         let slots: Vec<usize> = (0..ctx)
             .map(|p| block_table[p / bs] as usize * bs + p % bs)
             .collect();
-        let mut kc = vec![0f32; 6 * bs * d];
-        let mut vc = vec![0f32; 6 * bs * d];
+        let mut kc = vec![T::default(); num_blocks * kvh * bs * d];
+        let mut vc = vec![T::default(); num_blocks * kvh * bs * d];
         write_kv(&mut kc, &mut vc, &k, &v, &slots, &shape);
-        // Last 4 positions are new tokens; two query heads each.
-        let q: Vec<f32> = (0..4 * 2 * d).map(|i| val(i + 5)).collect();
+        // What the cache holds, per kv head, as f32 (bf16 rounds).
+        let held = |x: &[f32], g: usize| -> Vec<f32> {
+            (0..ctx)
+                .flat_map(|p| &x[(p * kvh + g) * d..(p * kvh + g + 1) * d])
+                .map(|x| T::from_f32(*x).to_f32())
+                .collect()
+        };
+        let q: Vec<f32> = (0..new * h * d).map(|i| val(i + 5)).collect();
         let seq = SeqSpan {
             token_start: 0,
-            num_tokens: 4,
-            start_pos: ctx - 4,
+            num_tokens: new,
+            start_pos: ctx - new,
             block_table: &block_table,
         };
         let out = paged_attention(&q, &kc, &vc, &[seq], &shape);
-        for t in 0..4 {
-            for head in 0..2 {
-                let qv = &q[(t * 2 + head) * d..(t * 2 + head + 1) * d];
-                let want = naive(qv, &k, &v, ctx, ctx - 4 + t, d);
-                let got = &out[(t * 2 + head) * d..(t * 2 + head + 1) * d];
-                for (a, b) in want.iter().zip(got) {
-                    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        for g in 0..kvh {
+            let (kg, vg) = (held(&k, g), held(&v, g));
+            for t in 0..new {
+                let p = ctx - new + t;
+                for head in g * h / kvh..(g + 1) * h / kvh {
+                    let row = (t * h + head) * d;
+                    let want = naive(&q[row..row + d], &kg, &vg, shape.first_visible(p), p, d);
+                    for (a, b) in want.iter().zip(&out[row..row + d]) {
+                        assert!((a - b).abs() < tol, "token {t} head {head}: {a} vs {b}");
+                    }
                 }
             }
+        }
+    }
+
+    fn shape(h: usize, kvh: usize, d: usize, bs: usize, window: Option<usize>) -> AttnShape {
+        AttnShape {
+            num_heads: h,
+            num_kv_heads: kvh,
+            head_dim: d,
+            block_size: bs,
+            scale: 1.0 / (d as f32).sqrt(),
+            window,
+        }
+    }
+
+    #[test]
+    fn matches_naive_attention_with_scattered_blocks() {
+        // head_dim 12, blocks of 3: the row kernel whatever the number of rows.
+        check_against_naive::<f32>(shape(2, 1, 12, 3, None), 10, 4, 1e-5);
+    }
+
+    #[test]
+    fn tile_kernel_matches_naive_attention() {
+        // 40 new tokens x a group of 3: the tile kernel on x86-64 with AVX2+FMA; head_dim
+        // 40 takes register chunks of 4 and 1 vectors; the prompt ends mid-block.
+        for window in [None, Some(20)] {
+            check_against_naive::<f32>(shape(6, 2, 40, 16, window), 70, 40, 1e-5);
+            check_against_naive::<half::bf16>(shape(6, 2, 40, 16, window), 70, 40, 1e-5);
+            check_against_naive::<f32>(shape(4, 1, 64, 32, window), 100, 100, 1e-5);
+        }
+    }
+
+    #[test]
+    fn row_kernel_matches_naive_attention_in_decode() {
+        for window in [None, Some(20)] {
+            check_against_naive::<f32>(shape(6, 2, 40, 16, window), 70, 1, 1e-5);
+            check_against_naive::<half::bf16>(shape(6, 2, 40, 16, window), 70, 1, 1e-5);
         }
     }
 }

@@ -7,6 +7,8 @@
 //! quantized weights stay quantized (`gguf.rs`, `linear.rs`).
 
 pub mod attention_cpu;
+#[cfg(target_arch = "x86_64")]
+mod attention_cpu_tile;
 mod batch_meta;
 pub mod config;
 pub mod error;
