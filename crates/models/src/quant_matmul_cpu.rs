@@ -29,6 +29,36 @@ const Q8_1_BYTES: usize = 36;
 /// Output columns one task computes.
 const COLUMNS_PER_TASK: usize = 16;
 
+/// The instruction sets a kernel is compiled for: AVX2 (with FMA and F16C), or AVX2 with
+/// AVX-512 VNNI, whose one `vpdpbusd` replaces the `vpmaddubsw` + `vpmaddwd` pair of
+/// every block product (as llama.cpp's own kernels do where the CPU has it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Isa {
+    Avx2,
+    Avx2Vnni,
+}
+
+impl Isa {
+    /// The best this CPU runs, if it runs any.
+    fn detect() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if !(has!("avx2") && has!("fma") && has!("f16c")) {
+                return None;
+            }
+            if has!("avx512vnni") && has!("avx512vl") {
+                return Some(Isa::Avx2Vnni);
+            }
+            Some(Isa::Avx2)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+}
+
 /// The weight types this module runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -60,7 +90,10 @@ pub fn try_matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     let Some(kind) = Kind::of(w.dtype()) else {
         return Ok(None);
     };
-    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || !has_avx2() {
+    let Some(isa) = Isa::detect() else {
+        return Ok(None);
+    };
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
         return Ok(None);
     }
     let (n, k) = w.shape().dims2()?;
@@ -70,21 +103,8 @@ pub fn try_matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     }
     let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let weights = w.data()?;
-    let y = matmul(kind, &x, m, k, &weights, n);
+    let y = matmul(kind, isa, &x, m, k, &weights, n);
     Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Activation rows rounded to Q8_1, split for the kernel: each block's
@@ -137,70 +157,144 @@ const ROWS_PER_TILE: usize = 4;
 type Row<'a> = (&'a [[f32; 2]], &'a [i8]);
 
 /// One weight row of `kind` against `R` activation rows.
-fn dot_rows<const R: usize>(kind: Kind, w: &[u8], rows: &[Row; R]) -> [f32; R] {
-    // SAFETY: `try_matmul` checked the CPU features; every slice holds the
-    // row's blocks.
+fn dot_rows<const R: usize>(kind: Kind, isa: Isa, w: &[u8], rows: &[Row; R]) -> [f32; R] {
+    // SAFETY: `isa` came from `Isa::detect` (or a test that checked it); every slice
+    // holds the row's blocks.
     unsafe {
-        match kind {
-            Kind::Q4_1 => dot_tile_q4_1(w, rows),
-            Kind::Q8_0 => dot_tile_q8_0(w, rows),
+        match (kind, isa) {
+            (Kind::Q4_1, Isa::Avx2) => dot_tile_q4_1_avx2(w, rows),
+            (Kind::Q4_1, Isa::Avx2Vnni) => dot_tile_q4_1_vnni(w, rows),
+            (Kind::Q8_0, Isa::Avx2) => dot_tile_q8_0_avx2(w, rows),
+            (Kind::Q8_0, Isa::Avx2Vnni) => dot_tile_q8_0_vnni(w, rows),
         }
     }
 }
 
 /// `x` row-major `[m, k]`, `weights` the `[n, k / 32]` blocks of `kind`;
-/// returns `[m, n]` row-major. Callers check AVX2, FMA and F16C first.
-fn matmul(kind: Kind, x: &[f32], m: usize, k: usize, weights: &[u8], n: usize) -> Vec<f32> {
+/// returns `[m, n]` row-major. `isa` must be what the CPU runs.
+fn matmul(
+    kind: Kind,
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    weights: &[u8],
+    n: usize,
+) -> Vec<f32> {
     let act = Q8Rows::new(x, k);
     let w_row = k / QK * kind.block_bytes();
-    // Column-major while computing, so each task owns a contiguous slice and
-    // reads each weight row once for all m activation rows.
-    let mut by_column = vec![0f32; n * m];
-    by_column
-        .par_chunks_mut(COLUMNS_PER_TASK * m)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let first = task * COLUMNS_PER_TASK;
-            for (j, column) in out.chunks_exact_mut(m).enumerate() {
-                let w = &weights[(first + j) * w_row..(first + j + 1) * w_row];
-                // Whole tiles, then the rows left one at a time.
-                let mut r = 0;
-                while r + ROWS_PER_TILE <= m {
-                    let rows: [Row; ROWS_PER_TILE] = std::array::from_fn(|t| act.row(r + t));
-                    column[r..r + ROWS_PER_TILE].copy_from_slice(&dot_rows(kind, w, &rows));
-                    r += ROWS_PER_TILE;
-                }
-                for (y, r) in column[r..].iter_mut().zip(r..m) {
-                    *y = dot_rows(kind, w, &[act.row(r)])[0];
+    let mut y = vec![0f32; m * n];
+    let out = OutputColumns {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    // A task owns COLUMNS_PER_TASK output columns (weight rows). It goes through the
+    // activations ROWS_PER_BLOCK rows at a time, so those rows stay in cache for all
+    // its weight rows, and the weight rows (a few KiB) stay in L1 throughout.
+    (0..n.div_ceil(COLUMNS_PER_TASK))
+        .into_par_iter()
+        .for_each(|task| {
+            let columns = task * COLUMNS_PER_TASK..(n.min((task + 1) * COLUMNS_PER_TASK));
+            for r0 in (0..m).step_by(ROWS_PER_BLOCK) {
+                let r1 = m.min(r0 + ROWS_PER_BLOCK);
+                for c in columns.clone() {
+                    let w = &weights[c * w_row..(c + 1) * w_row];
+                    // Whole tiles, then the rows left one at a time.
+                    let mut r = r0;
+                    while r + ROWS_PER_TILE <= r1 {
+                        let rows: [Row; ROWS_PER_TILE] = std::array::from_fn(|t| act.row(r + t));
+                        for (t, v) in dot_rows(kind, isa, w, &rows).into_iter().enumerate() {
+                            // SAFETY: column c is this task's alone.
+                            unsafe { out.set((r + t) * n + c, v) };
+                        }
+                        r += ROWS_PER_TILE;
+                    }
+                    for r in r..r1 {
+                        // SAFETY: as above.
+                        unsafe { out.set(r * n + c, dot_rows(kind, isa, w, &[act.row(r)])[0]) };
+                    }
                 }
             }
         });
-    if m == 1 {
-        return by_column;
-    }
-    let mut y = vec![0f32; m * n];
-    for (c, column) in by_column.chunks_exact(m).enumerate() {
-        for (r, v) in column.iter().enumerate() {
-            y[r * n + c] = *v;
-        }
-    }
     y
+}
+
+/// Activation rows a task works through before moving on (about 20-50 KiB of quants).
+const ROWS_PER_BLOCK: usize = 64;
+
+/// The `[m, n]` output, written in place by tasks that each own whole columns: the
+/// columns of a row are not contiguous, so no safe split hands them out.
+struct OutputColumns {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks write disjoint elements (`set`'s contract); the buffer outlives them.
+unsafe impl Sync for OutputColumns {}
+
+impl OutputColumns {
+    /// # Safety
+    /// No other task writes index `i` at the same time.
+    unsafe fn set(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        self.ptr.add(i).write(v);
+    }
 }
 
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
 }
 
+/// The kernels compiled for each instruction set; the bodies are one generic each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_tile_q4_1_avx2<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
+    dot_tile_q4_1::<R, false>(w, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dot_tile_q4_1_vnni<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
+    dot_tile_q4_1::<R, true>(w, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_tile_q8_0_avx2<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
+    dot_tile_q8_0::<R, false>(w, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn dot_tile_q8_0_vnni<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
+    dot_tile_q8_0::<R, true>(w, rows)
+}
+
+/// Sums of 4 adjacent u8 x i8 products, as i32 lanes: one VNNI instruction, or two
+/// AVX2 ones (the pairs' i16 sums cannot overflow here: at most 2 * 127 * 127).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_u8_i8<const VNNI: bool>(
+    u: std::arch::x86_64::__m256i,
+    s: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+}
+
 /// One Q4_1 weight row against a tile of Q8_1 activation rows (llama.cpp's
 /// `ggml_vec_dot_q4_1_q8_1`, AVX2 branch, with the weight block unpacked
 /// once for the tile).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile_q4_1<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
+#[inline(always)]
+unsafe fn dot_tile_q4_1<const R: usize, const VNNI: bool>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let nb = w.len() / Q4_1_BYTES;
     let low_nibbles = _mm_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     let mut offsets = [0f32; R];
     for b in 0..nb {
@@ -219,8 +313,7 @@ unsafe fn dot_tile_q4_1<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
             let [d8, s8] = *scales.get_unchecked(b);
             offsets[t] += m4 * s8;
             let q8 = _mm256_loadu_si256(quants.as_ptr().add(b * QK) as *const __m256i);
-            // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then to i32.
-            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
+            let sums = dot_u8_i8::<VNNI>(q4, q8);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d4 * d8), _mm256_cvtepi32_ps(sums), acc[t]);
         }
     }
@@ -231,11 +324,10 @@ unsafe fn dot_tile_q4_1<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
 /// `ggml_vec_dot_q8_0_q8_0`, AVX2 branch: |w| times a with w's signs, so
 /// that the unsigned-by-signed multiply applies).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_tile_q8_0<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
+#[inline(always)]
+unsafe fn dot_tile_q8_0<const R: usize, const VNNI: bool>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let nb = w.len() / Q8_0_BYTES;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         let wb = w.as_ptr().add(b * Q8_0_BYTES);
@@ -247,9 +339,8 @@ unsafe fn dot_tile_q8_0<const R: usize>(w: &[u8], rows: &[Row; R]) -> [f32; R] {
             let (scales, quants) = rows[t];
             let [da, _] = *scales.get_unchecked(b);
             let qa = _mm256_loadu_si256(quants.as_ptr().add(b * QK) as *const __m256i);
-            // |w| (at most 127 as u8) times a with w's signs: pairs fit i16.
-            let sums =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(qa, qw)), ones);
+            // |w| (at most 127 as u8) times a with w's signs.
+            let sums = dot_u8_i8::<VNNI>(abs_w, _mm256_sign_epi8(qa, qw));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), _mm256_cvtepi32_ps(sums), acc[t]);
         }
     }
@@ -266,14 +357,25 @@ unsafe fn sum_lanes(v: std::arch::x86_64::__m256) -> f32 {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_tile_q4_1<const R: usize>(_w: &[u8], _rows: &[Row; R]) -> [f32; R] {
-    unreachable!("has_avx2 is false off x86-64")
+mod off_x86 {
+    //! `Isa::detect` is `None` off x86-64, so these are never called.
+    use super::Row;
+    macro_rules! never {
+        ($($name:ident),*) => {$(
+            pub unsafe fn $name<const R: usize>(_w: &[u8], _rows: &[Row; R]) -> [f32; R] {
+                unreachable!("no x86-64 kernels off x86-64")
+            }
+        )*};
+    }
+    never!(
+        dot_tile_q4_1_avx2,
+        dot_tile_q4_1_vnni,
+        dot_tile_q8_0_avx2,
+        dot_tile_q8_0_vnni
+    );
 }
-
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_tile_q8_0<const R: usize>(_w: &[u8], _rows: &[Row; R]) -> [f32; R] {
-    unreachable!("has_avx2 is false off x86-64")
-}
+use off_x86::*;
 
 #[cfg(test)]
 mod tests {
@@ -282,24 +384,44 @@ mod tests {
 
     use super::*;
 
+    /// Every instruction set this CPU runs, the best last.
+    fn isas() -> Vec<Isa> {
+        match Isa::detect() {
+            None => vec![],
+            Some(Isa::Avx2) => vec![Isa::Avx2],
+            Some(Isa::Avx2Vnni) => vec![Isa::Avx2, Isa::Avx2Vnni],
+        }
+    }
+
     #[test]
     fn matches_candles_q4_1_and_q8_0_matmuls() {
-        if !has_avx2() {
+        if isas().is_empty() {
             eprintln!("SKIPPED: no AVX2 on this CPU");
             return;
         }
         let dev = Device::Cpu;
         // Widths that are not multiples of 256, where candle does not repack Q8_0
         // for VNNI (that path rounds activations in other blocks).
-        let shapes = [(1, 5, 64), (3, 17, 128), (17, 40, 576), (1, 64, 1600)];
-        for ((m, n, k), dtype) in shapes
-            .into_iter()
-            .flat_map(|s| [(s, GgmlDType::Q4_1), (s, GgmlDType::Q8_0)])
-        {
+        let shapes = [
+            (1, 5, 64),
+            (3, 17, 128),
+            (17, 40, 576),
+            (1, 64, 1600),
+            (37, 33, 192),
+            (70, 20, 64),
+        ];
+        for ((m, n, k), dtype, isa) in shapes.into_iter().flat_map(|s| {
+            [GgmlDType::Q4_1, GgmlDType::Q8_0]
+                .into_iter()
+                .flat_map(move |t| isas().into_iter().map(move |i| (s, t, i)))
+        }) {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
-            let ours = try_matmul(&q, &x).unwrap().expect("applies");
+            let kind = Kind::of(dtype).unwrap();
+            let x_rows = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let y = matmul(kind, isa, &x_rows, m, k, &q.data().unwrap(), n);
+            let ours = Tensor::from_vec(y, (m, n), &dev).unwrap();
             let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
             let scale = theirs
                 .abs()
@@ -318,7 +440,7 @@ mod tests {
                 .unwrap();
             assert!(
                 diff <= 1e-5 * scale,
-                "{dtype:?} {m}x{n}x{k}: {diff} (scale {scale})"
+                "{dtype:?} {isa:?} {m}x{n}x{k}: {diff} (scale {scale})"
             );
         }
     }
