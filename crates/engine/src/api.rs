@@ -130,3 +130,11 @@ pub enum EngineError {
     #[error("internal engine error: {0}")]
     Internal(String),
 }
+
+/// The engine's callers see the message; the server, which names the parameter in its
+/// 400s, checks with `crate::validate` itself before submitting.
+impl From<crate::validate::Invalid> for EngineError {
+    fn from(e: crate::validate::Invalid) -> Self {
+        EngineError::InvalidRequest(e.message)
+    }
+}

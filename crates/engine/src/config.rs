@@ -279,8 +279,9 @@ impl EngineConfig {
                     .into(),
             );
         }
-        check_routing_with_remote(&self.routing, self.remote_tiers())
-            .map_err(|e| format!("engine.routing: {e}"))
+        // The defaults every request starts from must pass the request rules.
+        crate::validate::check_routing(&self.routing, self.remote_tiers())
+            .map_err(|e| format!("engine.{}: {}", e.param, e.message))
     }
 
     /// The candle device `device` names.
@@ -312,35 +313,6 @@ impl EngineConfig {
     }
 }
 
-/// What remote tiers cannot do. Speculation needs both models' distributions
-/// at every drafted position. SpecReason's judge needs the LLM's
-/// log-probabilities of the SLM's step; the step-entropy / step-ppl judges
-/// need the SLM's full distribution at every token of its step. A remote
-/// only returns sampled text (and, for the SLM's glimpse, top-k logprobs).
-pub fn check_routing_with_remote(routing: &RoutingParams, remote: [bool; 2]) -> Result<(), String> {
-    use glimprouter_core::params::Policy;
-    let [slm_remote, llm_remote] = remote;
-    if (slm_remote || llm_remote) && routing.speculative_k > 0 {
-        return Err(
-            "speculative decoding needs both models local; with a remote tier set speculative_k = 0"
-                .into(),
-        );
-    }
-    if llm_remote && routing.policy == Policy::Specreason {
-        return Err(
-            "the specreason policy scores steps with the LLM's log-probabilities, which needs the LLM local"
-                .into(),
-        );
-    }
-    if slm_remote && routing.policy.judges_after_step() {
-        return Err(format!(
-            "the {} policy judges the SLM's steps token by token, which needs the SLM local",
-            routing.policy.as_str()
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +339,22 @@ mod tests {
             ("http://10.0.0.7:8000/v1", "big")
         );
         assert_eq!((r.max_retries, r.retry_backoff_ms), (2, 200));
+    }
+
+    #[test]
+    fn routing_defaults_every_request_would_refuse_are_refused_at_start() {
+        let local = "[slm]\npath = \"s\"\n[llm]\npath = \"l\"\n";
+        for (routing, expected) in [
+            ("answer_marker = \"\"", "engine.routing.answer_marker"),
+            ("delimiter = \"\"", "engine.routing.delimiter"),
+            ("random_p = 1.5", "engine.routing.random_p"),
+            ("speculative_k = 99", "engine.routing.speculative_k"),
+            ("max_steps = 0", "engine.routing.max_steps"),
+        ] {
+            let err = parse(&format!("{local}[routing]\n{routing}\n")).unwrap_err();
+            assert!(err.starts_with(expected), "{routing}: {err}");
+        }
+        parse(&format!("{local}[routing]\nanswer_marker = \"Answer:\"\n")).unwrap();
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use glimprouter_models::tokenizer::ModelTokenizer;
 
 use crate::api::{EngineError, GenerateRequest};
-use crate::config::check_routing_with_remote;
+use crate::validate::{check_request, Limits};
 
 pub struct EngineInfo {
     /// The name clients pass as `model`.
@@ -23,15 +23,17 @@ pub struct EngineInfo {
 }
 
 impl EngineInfo {
+    /// Every rule of `crate::validate` against these models.
     pub fn validate(&self, request: &GenerateRequest) -> Result<(), EngineError> {
-        check_routing_with_remote(&request.routing, self.remote)
-            .map_err(EngineError::InvalidRequest)?;
-        if self.remote.contains(&true) && request.sampling.logprobs.is_some() {
-            return Err(EngineError::InvalidRequest(
-                "logprobs are not available while a model tier is remote".into(),
-            ));
+        check_request(request, &self.limits())
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_model_len: self.max_model_len,
+            vocab_size: self.tokenizer.vocab_size(),
+            remote: self.remote,
         }
-        check_length(request, self.max_model_len)
     }
 }
 
@@ -40,25 +42,4 @@ impl EngineInfo {
 /// overlong prompt still meets `check_length`'s error.
 pub fn rest_of_context(max_model_len: usize, prompt_tokens: usize) -> usize {
     max_model_len.saturating_sub(prompt_tokens).max(1)
-}
-
-/// A non-empty prompt that leaves room for `max_tokens` in the context
-/// (vLLM's wording on overflow). Any backend of the server applies it.
-pub fn check_length(request: &GenerateRequest, max_model_len: usize) -> Result<(), EngineError> {
-    let prompt_tokens = request.prompt_ids.len();
-    let max_tokens = request.sampling.max_tokens;
-    if prompt_tokens == 0 {
-        return Err(EngineError::InvalidRequest(
-            "the prompt must contain at least one token".into(),
-        ));
-    }
-    if prompt_tokens + max_tokens > max_model_len {
-        return Err(EngineError::ContextLength {
-            max_model_len,
-            prompt_tokens,
-            max_tokens,
-            requested: prompt_tokens + max_tokens,
-        });
-    }
-    Ok(())
 }

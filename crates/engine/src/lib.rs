@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod remote;
 mod request;
 pub mod start;
+pub mod validate;
 
 pub use api::*;
 pub use config::{Backend, EngineConfig, ModelSection, RemoteSection};

@@ -1,7 +1,10 @@
-//! Request fields checked and turned into the engine's parameters. Every
-//! out-of-range value is a 400 naming its field.
+//! Request fields parsed into the engine's parameters. The shapes and integer
+//! conversions are checked here; the value ranges are the engine's
+//! (`glimprouter_engine::validate`), applied here too so a bad value is a 400 naming its
+//! field before anything else happens.
 
 use glimprouter_core::{RoutingParams, SamplingParams};
+use glimprouter_engine::validate::{self, Invalid};
 use serde_json::Value;
 
 use crate::backend::{ChatTurn, TextCodec};
@@ -10,9 +13,6 @@ use crate::protocol::chat::{ChatMessageIn, MessageContent};
 use crate::protocol::RoutingOverrides;
 
 pub const MAX_N: usize = 16;
-pub const MAX_LOGPROBS: usize = 20;
-pub const MAX_STOP_STRINGS: usize = 16;
-pub const MAX_SPECULATIVE_K: usize = 16;
 /// Roles a chat template can be expected to know.
 pub const CHAT_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
@@ -61,25 +61,12 @@ fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
 
 pub fn check_sampling(input: SamplingInput) -> Result<Checked, ApiError> {
     let defaults = SamplingParams::default();
-    let temperature = in_range(
-        "temperature",
-        input.temperature,
-        |t| t.is_finite() && t >= 0.0,
-        "at least 0",
-    )?;
-    let top_p = in_range("top_p", input.top_p, |p| p > 0.0 && p <= 1.0, "in (0, 1]")?;
     // vLLM's -1 means "off", like 0.
     let top_k = in_range(
         "top_k",
         input.top_k,
         |k| k >= -1,
         "-1, 0 (off) or a positive number",
-    )?;
-    let min_p = in_range(
-        "min_p",
-        input.min_p,
-        |p| (0.0..=1.0).contains(&p),
-        "in [0, 1]",
     )?;
     let max_tokens = in_range(
         input.max_tokens_param,
@@ -96,14 +83,14 @@ pub fn check_sampling(input: SamplingInput) -> Result<Checked, ApiError> {
     let logprobs = in_range(
         input.logprobs_param,
         input.logprobs,
-        |l| (0..=MAX_LOGPROBS as i64).contains(&l),
-        "in [0, 20]",
+        |l| l >= 0,
+        "at least 0",
     )?;
     let sampling = SamplingParams {
-        temperature: temperature.unwrap_or(defaults.temperature),
-        top_p: top_p.unwrap_or(defaults.top_p),
+        temperature: input.temperature.unwrap_or(defaults.temperature),
+        top_p: input.top_p.unwrap_or(defaults.top_p),
         top_k: top_k.map(|k| k.max(0) as usize).unwrap_or(defaults.top_k),
-        min_p: min_p.unwrap_or(defaults.min_p),
+        min_p: input.min_p.unwrap_or(defaults.min_p),
         // Any 64-bit pattern is a fine seed; negative ones keep their bits.
         seed: input.seed.map(|s| s as u64),
         max_tokens: 0,
@@ -111,6 +98,14 @@ pub fn check_sampling(input: SamplingInput) -> Result<Checked, ApiError> {
         ignore_eos: input.ignore_eos.unwrap_or(false),
         logprobs: logprobs.map(|l| l as usize),
     };
+    validate::check_sampling(&sampling).map_err(|e| {
+        let param = if e.param == "logprobs" {
+            input.logprobs_param
+        } else {
+            e.param
+        };
+        ApiError::invalid(param, e.message)
+    })?;
     Ok(Checked {
         sampling,
         max_tokens: max_tokens.map(|m| m as usize),
@@ -132,67 +127,22 @@ fn stop_strings(stop: Option<Value>) -> Result<Vec<String>, ApiError> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("`stop` must be a string or a list of strings.")),
     };
-    if strings.len() > MAX_STOP_STRINGS {
-        return Err(invalid(&format!(
-            "`stop` takes at most {MAX_STOP_STRINGS} strings, got {}.",
-            strings.len()
-        )));
-    }
-    if strings.iter().any(String::is_empty) {
-        return Err(invalid("`stop` strings must not be empty."));
-    }
     Ok(strings)
 }
 
-/// The request's routing merged over the server's default, then checked.
+/// The request's routing merged over the server's default, then checked (the tiers'
+/// limits are checked when the engine takes the request).
 pub fn routing_params(
     overrides: Option<RoutingOverrides>,
     default: &RoutingParams,
 ) -> Result<RoutingParams, ApiError> {
     let routing = overrides.unwrap_or_default().apply(default);
-    if routing.tau.is_nan() {
-        return Err(ApiError::invalid(
-            "routing.tau",
-            "`routing.tau` must be a number.",
-        ));
-    }
-    if !(0.0..=1.0).contains(&routing.random_p) {
-        return Err(ApiError::invalid(
-            "routing.random_p",
-            format!(
-                "`routing.random_p` must be in [0, 1], got {}.",
-                routing.random_p
-            ),
-        ));
-    }
-    if routing.speculative_k > MAX_SPECULATIVE_K {
-        return Err(ApiError::invalid(
-            "routing.speculative_k",
-            format!(
-                "`routing.speculative_k` must be at most {MAX_SPECULATIVE_K}, got {}.",
-                routing.speculative_k
-            ),
-        ));
-    }
-    if routing.delimiter.is_empty() {
-        return Err(ApiError::invalid(
-            "routing.delimiter",
-            "`routing.delimiter` must not be empty.",
-        ));
-    }
-    if routing.answer_marker.as_deref() == Some("") {
-        return Err(ApiError::invalid(
-            "routing.answer_marker",
-            "`routing.answer_marker` must not be empty.",
-        ));
-    }
-    if routing.max_steps == Some(0) {
-        return Err(ApiError::invalid(
-            "routing.max_steps",
-            "`routing.max_steps` must be at least 1.",
-        ));
-    }
+    validate::check_routing_values(&routing).map_err(api_invalid)?;
     Ok(routing)
+}
+
+fn api_invalid(e: Invalid) -> ApiError {
+    ApiError::invalid(e.param, e.message)
 }
 
 /// A completions `prompt` as token ids, one list per prompt, with the text of

@@ -161,7 +161,12 @@ impl Backend for ScriptedBackend {
         if prompt_contains(&request, "PANIC") {
             panic!("scripted panic");
         }
-        glimprouter_engine::info::check_length(&request, self.max_model_len)?;
+        let limits = glimprouter_engine::validate::Limits {
+            max_model_len: self.max_model_len,
+            vocab_size: self.codec.vocab_size(),
+            remote: [false, false],
+        };
+        glimprouter_engine::validate::check_request(&request, &limits)?;
         let (events, receiver) = mpsc::unbounded_channel();
         {
             let mut running = self.shared.running.lock();
