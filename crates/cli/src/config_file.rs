@@ -104,7 +104,7 @@ fn finish(
     }
     let mut config: Config = toml::Value::Table(doc)
         .try_into()
-        .with_context(|| format!("invalid config {source}"))?;
+        .with_context(|| format!("invalid config ({source})"))?;
     // Model paths are relative to the config file, so it works from any directory.
     for section in [&mut config.engine.slm, &mut config.engine.llm] {
         if let Some(p) = section.path.as_mut().filter(|p| p.is_relative()) {
@@ -114,7 +114,7 @@ fn finish(
     config
         .engine
         .validate()
-        .map_err(|e| anyhow::anyhow!("invalid config {source}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid config ({source}): {e}"))?;
     Ok(config)
 }
 

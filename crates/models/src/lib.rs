@@ -12,6 +12,7 @@ mod attention_cpu_tile;
 mod batch_meta;
 pub mod config;
 pub mod error;
+mod gemv_cpu;
 pub mod gguf;
 pub mod gguf_convert;
 pub mod gguf_tokenizer;
