@@ -246,29 +246,50 @@ unsafe fn attend_task_avx2<T: CacheElem>(
     attend_task::<T, true>(queries, k_cache, v_cache, seq, g, shape)
 }
 
-/// Requests kv head `g`'s K/V of logical block `b` into cache, when `b` exists. Blocks are
-/// scattered in memory, which defeats the hardware prefetcher, so kernels ask for the
-/// block a few ahead of the one they work on.
-pub(crate) fn prefetch_block<T: CacheElem>(
-    k_cache: &[T],
-    v_cache: &[T],
-    seq: &SeqSpan<'_>,
-    b: usize,
-    last_block: usize,
-    g: usize,
-    shape: &AttnShape,
-) {
-    if b <= last_block {
-        let base = shape.block_base(seq, b, g);
-        let block_elems = shape.block_size * shape.head_dim;
-        prefetch(&k_cache[base..base + block_elems]);
-        prefetch(&v_cache[base..base + block_elems]);
-    }
+/// One K/V block a task reads: its first position, the keys the task uses in it (the
+/// last block ends at the task's last query), and its offset in the cache.
+pub(crate) struct KvBlock {
+    pub start: usize,
+    pub len: usize,
+    pub base: usize,
 }
 
-/// How many blocks ahead to prefetch: about 8 KiB of keys.
-pub(crate) fn prefetch_distance<T>(shape: &AttnShape) -> usize {
-    (8192 / (shape.block_size * shape.head_dim * std::mem::size_of::<T>())).max(1)
+/// The blocks of kv head `g` that a task's rows attend to, in order. With `prefetch`, each
+/// step first asks the CPU for the block about 8 KiB of keys further on: blocks are
+/// scattered in memory, which defeats the hardware prefetcher.
+pub(crate) fn kv_blocks<'a, T: CacheElem>(
+    queries: &TaskQueries,
+    k_cache: &'a [T],
+    v_cache: &'a [T],
+    seq: &'a SeqSpan<'a>,
+    g: usize,
+    shape: &'a AttnShape,
+    prefetch: bool,
+) -> impl Iterator<Item = KvBlock> + 'a {
+    let (first, last) = queries.block_range(shape);
+    let max_pos = queries.pos[queries.rows() - 1];
+    let bs = shape.block_size;
+    let block_elems = bs * shape.head_dim;
+    let ahead = (8192 / (block_elems * std::mem::size_of::<T>())).max(1);
+    let fetch = move |b: usize| {
+        if prefetch && b <= last {
+            let base = shape.block_base(seq, b, g);
+            self::prefetch(&k_cache[base..base + block_elems]);
+            self::prefetch(&v_cache[base..base + block_elems]);
+        }
+    };
+    for b in first..first + ahead {
+        fetch(b);
+    }
+    (first..=last).map(move |b| {
+        fetch(b + ahead);
+        let start = b * bs;
+        KvBlock {
+            start,
+            len: bs.min(max_pos + 1 - start),
+            base: shape.block_base(seq, b, g),
+        }
+    })
 }
 
 /// The row kernel: one task's query rows, each scored against the keys where they lie.
@@ -286,27 +307,18 @@ fn attend_task<T: CacheElem, const FMA: bool>(
     let (d, bs) = (shape.head_dim, shape.block_size);
     let nq = queries.rows();
     let (qs, qpos) = (&queries.qs, &queries.pos);
-    let max_pos = qpos[nq - 1];
 
     let mut m = vec![f32::NEG_INFINITY; nq];
     let mut l = vec![0f32; nq];
     let mut acc = vec![0f32; nq * d];
     let mut scores = vec![0f32; bs];
 
-    let (first_block, last_block) = queries.block_range(shape);
-    let ahead = prefetch_distance::<T>(shape);
-    if FMA {
-        for b in first_block..(first_block + ahead).min(last_block + 1) {
-            prefetch_block(k_cache, v_cache, seq, b, last_block, g, shape);
-        }
-    }
-    for b in first_block..=last_block {
-        if FMA {
-            prefetch_block(k_cache, v_cache, seq, b + ahead, last_block, g, shape);
-        }
-        let block_start = b * bs;
-        let block_len = bs.min(max_pos + 1 - block_start);
-        let base = shape.block_base(seq, b, g);
+    for KvBlock {
+        start: block_start,
+        len: block_len,
+        base,
+    } in kv_blocks(queries, k_cache, v_cache, seq, g, shape, FMA)
+    {
         let kb = &k_cache[base..base + block_len * d];
         let vb = &v_cache[base..base + block_len * d];
         for qi in 0..nq {

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use crate::attention_cpu::{
-    normalize_rows, prefetch_block, prefetch_distance, AttnShape, CacheElem, SeqSpan, TaskQueries,
+    kv_blocks, normalize_rows, AttnShape, CacheElem, KvBlock, SeqSpan, TaskQueries,
 };
 
 /// Keys per score tile: two 8-lane vectors.
@@ -39,7 +39,7 @@ pub(crate) unsafe fn attend_tile<T: CacheElem>(
 ) -> Vec<f32> {
     let (d, bs) = (shape.head_dim, shape.block_size);
     let nq = queries.rows();
-    let (first_block, last_block) = queries.block_range(shape);
+    let blocks = kv_blocks(&queries, k_cache, v_cache, seq, g, shape, true);
     let max_pos = queries.pos[nq - 1];
     // Whole score tiles: pad with copies of the last row, computed and dropped.
     while !queries.rows().is_multiple_of(TILE_ROWS) {
@@ -55,14 +55,12 @@ pub(crate) unsafe fn attend_tile<T: CacheElem>(
     let mut keys_t = vec![0f32; d * bs];
     let mut values = Vec::new();
 
-    let ahead = prefetch_distance::<T>(shape);
-    for b in first_block..(first_block + ahead).min(last_block + 1) {
-        prefetch_block(k_cache, v_cache, seq, b, last_block, g, shape);
-    }
-    for b in first_block..=last_block {
-        prefetch_block(k_cache, v_cache, seq, b + ahead, last_block, g, shape);
-        let block_start = b * bs;
-        let len = bs.min(max_pos + 1 - block_start);
+    for KvBlock {
+        start: block_start,
+        len,
+        base,
+    } in blocks
+    {
         // Rows that see a key of this block; positions and first visible positions both
         // grow with the row, so they are one range.
         let r0 = pos[..nq].partition_point(|&p| p < block_start);
@@ -70,7 +68,6 @@ pub(crate) unsafe fn attend_tile<T: CacheElem>(
         if r0 >= r1 {
             continue;
         }
-        let base = shape.block_base(seq, b, g);
         for j in 0..len {
             for (i, k) in k_cache[base + j * d..base + (j + 1) * d].iter().enumerate() {
                 keys_t[i * bs + j] = k.to_f32();

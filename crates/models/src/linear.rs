@@ -173,7 +173,7 @@ fn small_batch_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let w = &cpu.as_slice::<f32>()?[start..end];
     let x = x.flatten_all()?.to_vec1::<f32>()?;
     let rows_per_part = k.div_ceil(parts);
-    let partials: Vec<Vec<f32>> = (0..k.div_ceil(rows_per_part))
+    let y = (0..k.div_ceil(rows_per_part))
         .into_par_iter()
         .map(|p| {
             let (r0, r1) = (p * rows_per_part, k.min((p + 1) * rows_per_part));
@@ -193,13 +193,16 @@ fn small_batch_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
             }
             y
         })
-        .collect();
-    let mut y = partials[0].clone();
-    for p in &partials[1..] {
-        for (a, b) in y.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
+        .collect::<Vec<Vec<f32>>>()
+        .into_iter()
+        // In slab order, so the sums do not depend on how the pool ran the slabs.
+        .reduce(|mut a, b| {
+            for (x, y) in a.iter_mut().zip(&b) {
+                *x += y;
+            }
+            a
+        })
+        .expect("at least two slabs");
     Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
 }
 
