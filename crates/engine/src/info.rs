@@ -39,7 +39,7 @@ impl EngineInfo {
 
 /// vLLM's `max_tokens` for a request that names none (chat, and
 /// `glimp generate`): the rest of the context, at least one token, so an
-/// overlong prompt still meets `check_length`'s error.
+/// overlong prompt still meets `validate::check_length`'s error.
 pub fn rest_of_context(max_model_len: usize, prompt_tokens: usize) -> usize {
     max_model_len.saturating_sub(prompt_tokens).max(1)
 }
