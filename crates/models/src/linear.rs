@@ -1,12 +1,13 @@
 //! A linear layer over a dense or a quantized weight.
 //!
-//! A dense weight is kept transposed: `[in, out]`, contiguous. candle_nn's
-//! `Linear` multiplies by a transposed view of the `[out, in]` weight. On
-//! the CPU the GEMM then repacks the whole weight on every call with more
-//! than one input row, and at serving batch sizes that copy costs more than
-//! the arithmetic (the bundled LLM's MLP shape, 160 x 448, one thread: 2
-//! rows 24.6 us through the view against 5.6 us from the contiguous
-//! transpose, 8 rows 32.9 against 17.2, 32 rows 74 against 54).
+//! A dense weight is kept transposed for the GEMM: `[in, out]`, contiguous.
+//! candle_nn's `Linear` multiplies by a transposed view of the `[out, in]`
+//! weight. On the CPU the GEMM then repacks the whole weight on every call
+//! with more than one input row (the bundled LLM's MLP shape, 160 x 448, one
+//! thread: 2 rows 24.6 us through the view against 5.6 us from the contiguous
+//! transpose; SmolLM2's 576 x 576 at 64 rows, 556 against 291 us). Decode
+//! batches on the CPU run on `small_matmul_cpu` instead, which reads the
+//! `[out, in]` layout: in f32 a layer holds both (`dense_weight`).
 //!
 //! A quantized weight (from a GGUF file) stays in its blocks, `[out, in]`,
 //! and runs on candle's quantized matmul kernels.
@@ -18,6 +19,7 @@ use candle_core::{Device, Module, Tensor};
 
 use crate::error::Result;
 use crate::gguf::RawTensor;
+use crate::small_matmul_cpu;
 
 /// A checkpoint's `[out, in]` weight matrix as loaded.
 pub enum Matrix {
@@ -28,8 +30,14 @@ pub enum Matrix {
 
 #[derive(Clone)]
 enum Weight {
-    /// `[in, out]`, contiguous.
-    Dense(Tensor),
+    /// `[in, out]`, contiguous, for the GEMM; on the CPU in f32 also `[out, in]`, for
+    /// batches of up to `small_matmul_cpu::MAX_ROWS` rows (see `dense`).
+    Dense {
+        in_out: Tensor,
+        out_in: Option<Tensor>,
+    },
+    /// `[out, in]`, contiguous: the LM head (see `Linear::lm_head`).
+    DenseRows(Tensor),
     /// `[out, in]` in quantization blocks.
     Quantized(Arc<QTensor>),
     /// Layers stacked from weights of different types: each runs alone and
@@ -48,7 +56,7 @@ impl Linear {
     #[cfg(test)]
     pub fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self {
-            weight: Weight::Dense(weight.t()?.contiguous()?),
+            weight: dense_weight(weight.clone())?,
             bias,
         })
     }
@@ -67,6 +75,19 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// The LM head, from its `[vocab, hidden]` weight. Dense, it stays `[out, in]`: it
+    /// only ever multiplies the few rows whose logits are wanted, and a decode batch
+    /// reads each of its rows front to back (`small_matmul_cpu`); walking down a
+    /// transposed copy's 49,152-wide rows instead (SmolLM2) ran at half the speed. Its
+    /// rows are the token embeddings when tied.
+    pub fn lm_head(weight: Matrix, device: &Device) -> Result<Self> {
+        let weight = match weight {
+            Matrix::Dense(w) => Weight::DenseRows(w.contiguous()?),
+            quantized => stack(vec![quantized], device)?,
+        };
+        Ok(Self { weight, bias: None })
+    }
+
     /// `x [T, in]` -> `[T, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.weight.forward(x)?;
@@ -81,7 +102,8 @@ impl Linear {
     /// to them, so the table is held once, or a quantized embedding table.
     pub fn weight_rows(&self, ids: &Tensor) -> Result<Tensor> {
         match &self.weight {
-            Weight::Dense(w) => Ok(w.index_select(ids, 1)?.t()?.contiguous()?),
+            Weight::Dense { in_out, .. } => Ok(in_out.index_select(ids, 1)?.t()?.contiguous()?),
+            Weight::DenseRows(w) => Ok(w.index_select(ids, 0)?),
             Weight::Quantized(q) => Ok(q.embedding(ids)?),
             Weight::Parts(_) => Err(candle_core::Error::Msg(
                 "rows of a stacked layer are not an embedding table".into(),
@@ -89,6 +111,21 @@ impl Linear {
             .into()),
         }
     }
+}
+
+/// A dense layer from its `[out, in]` weight. On the CPU in f32 it is held twice: the
+/// GEMM of a long prompt wants `[in, out]` (through a transposed view it ran 1.2-4.5x
+/// slower: it repacks the weight on every call), while a decode batch reads `[out, in]`
+/// rows front to back, which the hardware prefetcher follows; walking down `[in, out]`
+/// instead, from memory, ran at a third of the speed (SmolLM2 f32, 8 requests).
+fn dense_weight(w: Tensor) -> Result<Weight> {
+    let out_in = (w.device().is_cpu() && w.dtype() == candle_core::DType::F32)
+        .then(|| w.contiguous())
+        .transpose()?;
+    Ok(Weight::Dense {
+        in_out: w.t()?.contiguous()?,
+        out_in,
+    })
 }
 
 fn stack(weights: Vec<Matrix>, device: &Device) -> Result<Weight> {
@@ -100,7 +137,7 @@ fn stack(weights: Vec<Matrix>, device: &Device) -> Result<Weight> {
                 Matrix::Quantized(_) => None,
             })
             .collect();
-        return Ok(Weight::Dense(Tensor::cat(&dense, 0)?.t()?.contiguous()?));
+        return dense_weight(Tensor::cat(&dense, 0)?);
     }
     if let Some(raw) = concat_rows(&weights) {
         return quantized(&raw, device);
@@ -109,7 +146,7 @@ fn stack(weights: Vec<Matrix>, device: &Device) -> Result<Weight> {
     let parts = weights
         .into_iter()
         .map(|m| match m {
-            Matrix::Dense(t) => Ok(Weight::Dense(t.t()?.contiguous()?)),
+            Matrix::Dense(t) => dense_weight(t),
             Matrix::Quantized(raw) => quantized(&raw, device),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -141,77 +178,22 @@ fn quantized(raw: &RawTensor, device: &Device) -> Result<Weight> {
     Ok(Weight::Quantized(Arc::new(q)))
 }
 
-/// Activation rows up to which a dense product runs on `small_batch_matmul`.
-const SMALL_BATCH: usize = 8;
-/// Weight rows below which one thread does the product alone.
-const MIN_ROWS_PER_THREAD: usize = 64;
-/// Columns per block: a block of a thread's slab of weight rows (at most a few hundred
-/// KiB) stays in L2 while each activation row goes over it.
-const COLUMNS_PER_BLOCK: usize = 256;
-
-/// `x [m, in] @ w [in, out]` for f32 on the CPU and `m <= SMALL_BATCH`, reading the
-/// weight once: its rows split in contiguous slabs over the rayon pool, each slab in
-/// column blocks that every activation row uses while the block is in cache, the
-/// threads' partial sums added at the end. At these sizes the product is bound by
-/// reading the weight, and the GEMM crate did worse: it runs a one-row product on one
-/// thread whatever its parallelism setting (SmolLM2 f32 at one request: 82% of the
-/// samples on one of two threads), and at 8 rows it reached 40% of the memory-bound
-/// speed. `None` for other dtypes and layouts, or a weight too short to split.
-fn small_batch_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    use candle_core::{DType, Storage};
-    use rayon::prelude::*;
-    let (k, n) = w.dims2()?;
-    let m = x.dim(0)?;
-    let parts = rayon::current_num_threads().min(k / MIN_ROWS_PER_THREAD);
-    if m > SMALL_BATCH || parts < 2 || w.dtype() != DType::F32 || x.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (storage, layout) = w.storage_and_layout();
-    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Ok(None);
-    };
-    let w = &cpu.as_slice::<f32>()?[start..end];
-    let x = x.flatten_all()?.to_vec1::<f32>()?;
-    let rows_per_part = k.div_ceil(parts);
-    let y = (0..k.div_ceil(rows_per_part))
-        .into_par_iter()
-        .map(|p| {
-            let (r0, r1) = (p * rows_per_part, k.min((p + 1) * rows_per_part));
-            let mut y = vec![0f32; m * n];
-            // One row reads each weight row once anyway: whole rows stream best.
-            let block = if m == 1 { n } else { COLUMNS_PER_BLOCK };
-            for c0 in (0..n).step_by(block) {
-                let c1 = n.min(c0 + block);
-                for r in 0..m {
-                    crate::gemv_cpu::add_rows(
-                        &mut y[r * n + c0..r * n + c1],
-                        &x[r * k + r0..r * k + r1],
-                        &w[r0 * n + c0..r1 * n],
-                        n,
-                    );
-                }
-            }
-            y
-        })
-        .collect::<Vec<Vec<f32>>>()
-        .into_iter()
-        // In slab order, so the sums do not depend on how the pool ran the slabs.
-        .reduce(|mut a, b| {
-            for (x, y) in a.iter_mut().zip(&b) {
-                *x += y;
-            }
-            a
-        })
-        .expect("at least two slabs");
-    Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
-}
-
 impl Weight {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Weight::Dense(w) => match small_batch_matmul(x, w)? {
+            Weight::Dense { in_out, out_in } => {
+                let small = match out_in {
+                    Some(w) => small_matmul_cpu::try_matmul(x, w)?,
+                    None => None,
+                };
+                match small {
+                    Some(y) => y,
+                    None => x.matmul(in_out)?,
+                }
+            }
+            Weight::DenseRows(w) => match small_matmul_cpu::try_matmul(x, w)? {
                 Some(y) => y,
-                None => x.matmul(w)?,
+                None => x.matmul(&w.t()?)?,
             },
             // candle's quantized matmul reads its input as one contiguous slice.
             Weight::Quantized(q) => match crate::quant_matmul_cpu::try_matmul(q, x)? {
@@ -242,23 +224,37 @@ mod tests {
     }
 
     #[test]
-    fn a_small_batch_split_over_threads_matches_the_whole_product() {
+    fn layers_and_the_lm_head_match_the_whole_product_at_every_batch_size() {
         let dev = Device::Cpu;
-        // 200 inputs over 3 threads: slabs of 67, 67 and 66 rows; 1000 outputs: column
-        // blocks of 256 and a shorter last one.
+        // 200 inputs, 1000 outputs, over 3 threads; up to MAX_ROWS rows on the own
+        // kernels, past it on candle's matmul.
         let w = Tensor::randn(0f32, 1.0, (1000, 200), &dev).unwrap();
-        let ours = Linear::new(&w, None).unwrap();
+        let layer = Linear::new(&w, None).unwrap();
+        let head = Linear::lm_head(Matrix::Dense(w.clone()), &dev).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
-        for m in [1, 3, SMALL_BATCH] {
+        for m in [
+            1,
+            3,
+            8,
+            small_matmul_cpu::MAX_ROWS,
+            small_matmul_cpu::MAX_ROWS + 1,
+        ] {
             let x = Tensor::randn(0f32, 1.0, (m, 200), &dev).unwrap();
             let want = x.matmul(&w.t().unwrap()).unwrap();
-            let got = pool.install(|| ours.forward(&x).unwrap());
-            assert_eq!(got.dims(), &[m, 1000]);
-            assert!(max_abs_diff(&got, &want) < 1e-4, "{m} rows");
+            for (name, linear) in [("layer", &layer), ("LM head", &head)] {
+                let got = pool.install(|| linear.forward(&x).unwrap());
+                assert_eq!(got.dims(), &[m, 1000]);
+                assert!(max_abs_diff(&got, &want) < 1e-4, "{name}, {m} rows");
+            }
         }
+        let ids = Tensor::new(&[999u32, 0, 5], &dev).unwrap();
+        assert_eq!(
+            head.weight_rows(&ids).unwrap().to_vec2::<f32>().unwrap(),
+            w.index_select(&ids, 0).unwrap().to_vec2::<f32>().unwrap()
+        );
     }
 
     #[test]

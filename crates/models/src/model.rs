@@ -232,16 +232,16 @@ impl Model {
         let embeddings = w.matrix("model.embed_tokens.weight", &[v, h])?;
         let (embed_tokens, lm_head) = match (cfg.tie_word_embeddings, embeddings) {
             (true, table) => {
-                let head = Linear::stacked(vec![table], None, device)?;
+                let head = Linear::lm_head(table, device)?;
                 (TokenEmbeddings::Rows(head.clone()), head)
             }
             (false, Matrix::Dense(table)) => (
                 TokenEmbeddings::Table(Embedding::new(table, h)),
-                linear(w, "lm_head", v, h, false)?,
+                Linear::lm_head(w.matrix("lm_head.weight", &[v, h])?, device)?,
             ),
             (false, table) => (
                 TokenEmbeddings::Rows(Linear::stacked(vec![table], None, device)?),
-                linear(w, "lm_head", v, h, false)?,
+                Linear::lm_head(w.matrix("lm_head.weight", &[v, h])?, device)?,
             ),
         };
         let layers = (0..cfg.num_hidden_layers)

@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::output_columns::OutputColumns;
 
 /// Elements per block, and bytes of a Q4_1 and a Q8_1 block
 /// (`d`, `m` or `s` as f16, then the quants).
@@ -184,10 +185,7 @@ fn matmul(
     let act = Q8Rows::new(x, k);
     let w_row = k / QK * kind.block_bytes();
     let mut y = vec![0f32; m * n];
-    let out = OutputColumns {
-        ptr: y.as_mut_ptr(),
-        len: y.len(),
-    };
+    let out = OutputColumns::new(&mut y);
     // A task owns COLUMNS_PER_TASK output columns (weight rows). It goes through the
     // activations ROWS_PER_BLOCK rows at a time, so those rows stay in cache for all
     // its weight rows, and the weight rows (a few KiB) stay in L1 throughout.
@@ -221,25 +219,6 @@ fn matmul(
 
 /// Activation rows a task works through before moving on (about 20-50 KiB of quants).
 const ROWS_PER_BLOCK: usize = 64;
-
-/// The `[m, n]` output, written in place by tasks that each own whole columns: the
-/// columns of a row are not contiguous, so no safe split hands them out.
-struct OutputColumns {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: tasks write disjoint elements (`set`'s contract); the buffer outlives them.
-unsafe impl Sync for OutputColumns {}
-
-impl OutputColumns {
-    /// # Safety
-    /// No other task writes index `i` at the same time.
-    unsafe fn set(&self, i: usize, v: f32) {
-        assert!(i < self.len);
-        self.ptr.add(i).write(v);
-    }
-}
 
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
