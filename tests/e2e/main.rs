@@ -46,6 +46,11 @@ impl Server {
 
     /// `glimp serve ARGS --port P`, run in `cwd`.
     fn start_with(args: &[&std::ffi::OsStr], cwd: &Path) -> Server {
+        Server::start_with_env(args, cwd, &[])
+    }
+
+    /// As `start_with`, with these environment variables set.
+    fn start_with_env(args: &[&std::ffi::OsStr], cwd: &Path, env: &[(&str, &str)]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -56,6 +61,7 @@ impl Server {
             .args(["--port", &port.to_string()])
             .current_dir(cwd)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -237,6 +243,49 @@ fn bundled_server_end_to_end() {
 /// `glimp generate` as README shows it: a problem typed on the command line
 /// (no trailing blank line, so `--chat`), answered by the bundled pair
 /// with the default token budget.
+/// The engine thread dies (the test-only fault hook): the request in flight gets a
+/// server error in OpenAI's shape, and the process stops listening and exits non-zero
+/// within seconds, so a supervisor restarts it.
+#[test]
+fn a_dead_engine_fails_its_requests_and_exits_non_zero() {
+    let root = repo_root();
+    let config = root.join("configs/default.toml");
+    let mut server = Server::start_with_env(
+        &["--config".as_ref(), config.as_os_str()],
+        &root,
+        &[("GLIMP_TEST_ENGINE_PANIC_AFTER_ITERATIONS", "3")],
+    );
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/completions", server.url()))
+        .json(&serde_json::json!({"prompt": [5, 6, 7], "max_tokens": 50, "ignore_eos": true}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .expect("an answer");
+    let status = response.status();
+    let body: serde_json::Value = response.json().expect("a JSON error body");
+    assert!(status.is_server_error(), "{status} {body}");
+    assert_eq!(body["error"]["code"], status.as_u16(), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopped")),
+        "{body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after the engine died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!exit.success(), "{exit}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err());
+}
+
 #[test]
 fn generate_answers_a_typed_problem() {
     let stdout = typed_problem_answer(Command::new(env!("CARGO_BIN_EXE_glimp")));

@@ -265,8 +265,12 @@ impl Scheduler {
         if seq.tokens.is_empty() {
             return Err(ScheduleError::EmptyPrompt);
         }
-        // The longest the sequence can get, drafts included.
-        let max_len = seq.prompt_len + seq.sampling.max_tokens + seq.routing.speculative_k + 1;
+        // The most positions it ever holds: its last token is sampled, never fed back,
+        // and drafts stop one short of the tokens left (`draft_depth`), so a row never
+        // reaches past prompt + max_tokens - 1.
+        let max_len = (seq.prompt_len + seq.sampling.max_tokens)
+            .saturating_sub(1)
+            .max(seq.prompt_len);
         let needed = max_len.div_ceil(self.config.block_size);
         for model in Model::BOTH {
             if self.config.remote[model.idx()] {

@@ -248,6 +248,41 @@ fn a_request_that_can_never_fit_is_refused() {
 }
 
 #[test]
+fn a_request_that_exactly_fits_runs_to_its_end_and_one_token_more_is_refused() {
+    // 4 blocks of 4: 16 positions. The last token is sampled, never fed back, so a
+    // 12-token prompt may ask for 5 tokens and a 16-token prompt for 1.
+    for (prompt, max_tokens) in [(12, 5), (16, 1)] {
+        let mut s = Scheduler::new(config(4, 64));
+        s.add(seq(1, "t", (0..prompt).collect(), max_tokens))
+            .unwrap_or_else(|e| panic!("{prompt} + {max_tokens}: {e}"));
+        for produced in 1..=max_tokens {
+            let plan = s.schedule();
+            assert_eq!(plan.batch(Model::Slm).rows.len(), 1, "token {produced}");
+            s.check_invariants().unwrap();
+            s.update(&[SeqOutcome {
+                finished: produced == max_tokens,
+                ..decode(1, 7)
+            }]);
+        }
+        assert!(!s.has_work(), "{prompt} + {max_tokens} finished");
+        let err = Scheduler::new(config(4, 64))
+            .add(seq(2, "t", (0..prompt).collect(), max_tokens + 1))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ScheduleError::NeverFits {
+                    needed: 5,
+                    capacity: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn glimpse_routes_to_llm_which_catches_up_then_returns() {
     let mut s = Scheduler::new(config(64, 64));
     // Lazy catch-up (no shadow row beside the glimpse, see the test below):

@@ -117,6 +117,11 @@ pub enum EngineError {
         max_tokens: usize,
         requested: usize,
     },
+    /// The engine already holds as many requests as it may (-> 503 with Retry-After).
+    #[error(
+        "The server is overloaded: {limit} requests are already waiting or running. Retry later."
+    )]
+    Overloaded { limit: usize },
     /// The engine is shutting down or its thread died (-> 503).
     #[error("the engine is not running: {0}")]
     Unavailable(String),

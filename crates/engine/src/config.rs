@@ -169,6 +169,11 @@ pub struct EngineConfig {
     /// Sequences per model batch and running queue.
     #[serde(default = "default_max_num_seqs")]
     pub max_num_seqs: usize,
+    /// Requests that may wait beyond the running ones: a request arriving when
+    /// `max_num_seqs + max_waiting_requests` are already in the engine is refused with
+    /// 503 and `Retry-After` (SGLang's `max_queued_requests`).
+    #[serde(default = "default_max_waiting_requests")]
+    pub max_waiting_requests: usize,
     /// Longest prompt + completion; defaults to the smaller model's limit.
     #[serde(default)]
     pub max_model_len: Option<usize>,
@@ -212,6 +217,9 @@ fn default_max_num_batched_tokens() -> usize {
 fn default_max_num_seqs() -> usize {
     64
 }
+fn default_max_waiting_requests() -> usize {
+    1024
+}
 fn default_true() -> bool {
     true
 }
@@ -228,6 +236,7 @@ impl EngineConfig {
             block_size: default_block_size(),
             max_num_batched_tokens: default_max_num_batched_tokens(),
             max_num_seqs: default_max_num_seqs(),
+            max_waiting_requests: default_max_waiting_requests(),
             max_model_len: None,
             enable_prefix_caching: true,
             routing: RoutingParams::default(),

@@ -23,6 +23,7 @@ use glimprouter_models::{Logits, ModelRunner, ModelTokenizer};
 use crate::api::{EngineError, FinishReason, GenerateRequest, StreamEvent};
 use crate::handle::Command;
 use crate::metrics::EngineMetrics;
+use crate::queue_slots::QueueSlot;
 use crate::remote::{RemoteDispatcher, RemoteFinish, RemoteReply, StepCall, StepText};
 use crate::request::{RequestState, TokenVerdict};
 
@@ -51,6 +52,11 @@ pub(crate) struct EngineCore {
     pub next_seq: SeqId,
     pub last_prefix: [PrefixCacheStats; 2],
     pub last_preemptions: u64,
+    /// Model iterations run so far.
+    pub iterations: u64,
+    /// The test-only fault hook (`start::PANIC_AFTER_ITERATIONS_ENV`): panic once this
+    /// many iterations have run.
+    pub panic_after_iterations: Option<u64>,
 }
 
 impl EngineCore {
@@ -84,6 +90,13 @@ impl EngineCore {
                 tracing::error!(error = %e, "engine iteration failed; failing every request in flight");
                 self.fail_all(e);
             }
+            self.iterations += 1;
+            if self.panic_after_iterations == Some(self.iterations) {
+                panic!(
+                    "fault injected: the engine thread panics after {} iterations",
+                    self.iterations
+                );
+            }
             self.dispatch_remote();
             self.update_gauges();
         }
@@ -92,7 +105,11 @@ impl EngineCore {
     /// Returns false on shutdown.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Submit { request, events } => self.submit(*request, events),
+            Command::Submit {
+                request,
+                events,
+                slot,
+            } => self.submit(*request, events, slot),
             Command::Abort { request_id } => {
                 if let Some(&id) = self.ids.get(&request_id) {
                     self.abort(id);
@@ -116,6 +133,7 @@ impl EngineCore {
         &mut self,
         req: GenerateRequest,
         events: tokio::sync::mpsc::UnboundedSender<StreamEvent>,
+        slot: QueueSlot,
     ) {
         if self.ids.contains_key(&req.request_id) {
             let _ = events.send(StreamEvent::Error(EngineError::InvalidRequest(format!(
@@ -146,7 +164,7 @@ impl EngineCore {
             .inc_by(req.prompt_ids.len() as u64);
         let tenant_label = self.metrics.tenant_label(&req.tenant);
         let eos = self.tokenizer.eos_token_ids().to_vec();
-        let state = RequestState::new(
+        let mut state = RequestState::new(
             req.request_id.clone(),
             tenant_label,
             events,
@@ -156,6 +174,7 @@ impl EngineCore {
             eos,
             req.arrival,
         );
+        state.queue_slot = Some(slot);
         self.ids.insert(req.request_id, id);
         self.requests.insert(id, state);
     }

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{EngineError, GenerateRequest, StreamEvent};
 use crate::info::EngineInfo;
 use crate::metrics::EngineMetrics;
+use crate::queue_slots::{QueueSlot, QueueSlots};
 
 /// Messages from callers to the engine thread.
 pub(crate) enum Command {
@@ -16,6 +17,8 @@ pub(crate) enum Command {
         // Boxed: a request is far larger than the other messages.
         request: Box<GenerateRequest>,
         events: mpsc::UnboundedSender<StreamEvent>,
+        /// Held by the request for as long as the engine knows it.
+        slot: QueueSlot,
     },
     Abort {
         request_id: String,
@@ -33,23 +36,27 @@ pub struct EngineHandle {
     pub(crate) commands: Sender<Command>,
     pub(crate) info: Arc<EngineInfo>,
     pub(crate) metrics: Arc<EngineMetrics>,
+    pub(crate) slots: QueueSlots,
     /// The engine thread, never joined: kept to ask whether it has ended.
     pub(crate) thread: Arc<JoinHandle<()>>,
 }
 
 impl EngineHandle {
     /// Validates and enqueues a request. Events arrive on the returned receiver;
-    /// dropping it aborts the request.
+    /// dropping it aborts the request. `Overloaded` when the engine already holds
+    /// `max_num_seqs + max_waiting_requests` requests.
     pub fn submit(
         &self,
         request: GenerateRequest,
     ) -> Result<mpsc::UnboundedReceiver<StreamEvent>, EngineError> {
         self.info.validate(&request)?;
+        let slot = self.slots.try_take()?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.commands
             .send(Command::Submit {
                 request: Box::new(request),
                 events: tx,
+                slot,
             })
             .map_err(|_| EngineError::Unavailable("engine thread has stopped".into()))?;
         Ok(rx)
@@ -92,5 +99,11 @@ impl EngineHandle {
 
     pub fn metrics(&self) -> &Arc<EngineMetrics> {
         &self.metrics
+    }
+
+    /// Requests the engine holds now, waiting or running (or submitted and not yet
+    /// seen by the engine thread).
+    pub fn requests_in_engine(&self) -> usize {
+        self.slots.taken()
     }
 }

@@ -12,6 +12,7 @@ mod engine_loop;
 pub mod handle;
 pub mod info;
 pub mod metrics;
+mod queue_slots;
 pub mod remote;
 mod request;
 pub mod start;

@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::detokenize::IncrementalDecoder;
 use crate::metrics::EngineMetrics;
+use crate::queue_slots::QueueSlot;
 
 /// Text-side state that a rewritten step must be rolled back to.
 #[derive(Clone)]
@@ -58,6 +59,8 @@ pub(crate) struct RequestState {
     pub first_scheduled: Option<Instant>,
     pub last_emit: Option<Instant>,
     pub finished: bool,
+    /// Its place among the requests the engine may hold, freed with the state.
+    pub queue_slot: Option<QueueSlot>,
 }
 
 /// What feeding tokens through the request's text state concluded.
@@ -115,6 +118,7 @@ impl RequestState {
             first_scheduled: None,
             last_emit: None,
             finished: false,
+            queue_slot: None,
         }
     }
 

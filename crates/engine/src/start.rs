@@ -12,6 +12,7 @@ use crate::engine_loop::EngineCore;
 use crate::handle::EngineHandle;
 use crate::info::EngineInfo;
 use crate::metrics::EngineMetrics;
+use crate::queue_slots::QueueSlots;
 use crate::remote::{RemoteDispatcher, RemoteTier};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,10 @@ pub enum StartError {
     #[error("could not start the engine thread: {0}")]
     Thread(std::io::Error),
 }
+
+/// A test-only fault hook: set to a number N, the engine thread panics after N model
+/// iterations, so tests can check what the server does when the engine dies.
+pub const PANIC_AFTER_ITERATIONS_ENV: &str = "GLIMP_TEST_ENGINE_PANIC_AFTER_ITERATIONS";
 
 pub struct Engine;
 
@@ -183,6 +188,10 @@ impl Engine {
             next_seq: 0,
             last_prefix: Default::default(),
             last_preemptions: 0,
+            iterations: 0,
+            panic_after_iterations: std::env::var(PANIC_AFTER_ITERATIONS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
         };
         let thread = std::thread::Builder::new()
             .name("glimp-engine".into())
@@ -192,6 +201,11 @@ impl Engine {
             commands: tx,
             info,
             metrics,
+            slots: QueueSlots::new(
+                config
+                    .max_num_seqs
+                    .saturating_add(config.max_waiting_requests),
+            ),
             thread: Arc::new(thread),
         })
     }

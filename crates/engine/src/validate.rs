@@ -84,13 +84,19 @@ pub fn check_prompt(ids: &[TokenId], vocab_size: usize) -> Result<(), EngineErro
     Ok(())
 }
 
-/// Sampling values in the ranges vLLM accepts (`max_tokens`, which callers may fill in
+/// OpenAI's upper bound (vLLM has none): hotter than this the output is noise.
+pub const MAX_TEMPERATURE: f32 = 2.0;
+
+/// Sampling values in the ranges vLLM accepts (and `temperature` in OpenAI's) (`max_tokens`, which callers may fill in
 /// from the prompt's length, is `check_request`'s).
 pub fn check_sampling(s: &SamplingParams) -> Result<(), Invalid> {
-    if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+    if !(s.temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&s.temperature)) {
         return Err(invalid(
             "temperature",
-            format!("`temperature` must be at least 0, got {}.", s.temperature),
+            format!(
+                "`temperature` must be in [0, {MAX_TEMPERATURE}], got {}.",
+                s.temperature
+            ),
         ));
     }
     if !(s.top_p > 0.0 && s.top_p <= 1.0) {
@@ -295,6 +301,7 @@ mod tests {
                 Box::new(|r| r.sampling.temperature = f32::NAN),
             ),
             ("temperature", Box::new(|r| r.sampling.temperature = -0.5)),
+            ("temperature", Box::new(|r| r.sampling.temperature = 2.5)),
             ("top_p", Box::new(|r| r.sampling.top_p = 0.0)),
             ("min_p", Box::new(|r| r.sampling.min_p = 1.5)),
             ("max_tokens", Box::new(|r| r.sampling.max_tokens = 0)),

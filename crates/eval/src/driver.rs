@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use glimprouter_engine::{EngineHandle, Finished, GenerateRequest, StreamEvent};
+use glimprouter_engine::{EngineError, EngineHandle, Finished, GenerateRequest, StreamEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::plan::LatencyMode;
@@ -64,26 +64,40 @@ pub fn run_requests(
     }
 }
 
+/// Submits every request at once, as far as the engine takes them: when it is full
+/// (`Overloaded`), the next waits for one in flight to finish.
 async fn run_batched(engine: &EngineHandle, requests: Vec<GenerateRequest>) -> Vec<RequestOutcome> {
     let mut tasks = tokio::task::JoinSet::new();
     let n = requests.len();
-    for (i, mut request) in requests.into_iter().enumerate() {
-        let start = Instant::now();
-        request.arrival = start;
-        match engine.submit(request) {
-            Ok(rx) => {
-                tasks.spawn(async move { (i, collect(rx, start).await) });
-            }
-            Err(e) => {
-                tasks.spawn(async move { (i, failed(e.to_string(), start)) });
-            }
-        }
-    }
     let mut outcomes: Vec<Option<RequestOutcome>> = vec![None; n];
-    while let Some(joined) = tasks.join_next().await {
+    let mut record = |joined: Result<(usize, RequestOutcome), _>| {
         if let Ok((i, outcome)) = joined {
             outcomes[i] = Some(outcome);
         }
+    };
+    for (i, mut request) in requests.into_iter().enumerate() {
+        let start = Instant::now();
+        request.arrival = start;
+        loop {
+            match engine.submit(request.clone()) {
+                Ok(rx) => {
+                    tasks.spawn(async move { (i, collect(rx, start).await) });
+                }
+                Err(EngineError::Overloaded { .. }) if !tasks.is_empty() => {
+                    if let Some(joined) = tasks.join_next().await {
+                        record(joined);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tasks.spawn(async move { (i, failed(e.to_string(), start)) });
+                }
+            }
+            break;
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        record(joined);
     }
     outcomes
         .into_iter()

@@ -36,6 +36,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Routing for requests that name none (unless the server config overrides it).
     fn default_routing(&self) -> RoutingParams;
     fn codec(&self) -> &dyn TextCodec;
+    /// Checks a request against every rule the engine applies at `submit`, without
+    /// enqueueing it.
+    fn validate(&self, request: &GenerateRequest) -> Result<(), EngineError>;
     /// Enqueues a request; dropping the receiver aborts it.
     fn submit(
         &self,
@@ -74,6 +77,10 @@ impl Backend for EngineBackend {
 
     fn codec(&self) -> &dyn TextCodec {
         self
+    }
+
+    fn validate(&self, request: &GenerateRequest) -> Result<(), EngineError> {
+        self.engine.info().validate(request)
     }
 
     fn submit(

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub default_routing: Option<RoutingParams>,
     /// Generation requests still running after this long are aborted.
     pub request_timeout_secs: Option<u64>,
+    /// Most completions one request may ask for (prompts x `n`); more get a 400.
+    pub max_choices_per_request: usize,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
             tenants: Vec::new(),
             default_routing: None,
             request_timeout_secs: None,
+            max_choices_per_request: 128,
         }
     }
 }
@@ -78,6 +81,9 @@ impl ServerConfig {
         let bad = |msg: String| Err(ServerError::Config(msg));
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes must be at least 1".into());
+        }
+        if self.max_choices_per_request == 0 {
+            return bad("max_choices_per_request must be at least 1".into());
         }
         if self.request_timeout_secs == Some(0) {
             return bad("request_timeout_secs must be at least 1".into());

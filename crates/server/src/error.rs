@@ -12,7 +12,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub param: Option<String>,
-    /// Seconds, sent as `Retry-After` (429 only).
+    /// Seconds, sent as `Retry-After` (429, and 503 for an overloaded engine).
     pub retry_after: Option<u64>,
 }
 
@@ -112,11 +112,17 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidRequest(_) | EngineError::ContextLength { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Unavailable(_) | EngineError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Upstream { .. } => StatusCode::BAD_GATEWAY,
         };
-        Self::new(status, error.to_string())
+        let retry_after = matches!(error, EngineError::Overloaded { .. }).then_some(1);
+        Self {
+            retry_after,
+            ..Self::new(status, error.to_string())
+        }
     }
 }
 

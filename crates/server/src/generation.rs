@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use glimprouter_core::{RoutingParams, SamplingParams};
-use glimprouter_engine::{Finished, GenerateRequest, StreamEvent, TokenLogprob};
+use glimprouter_engine::{EngineError, Finished, GenerateRequest, StreamEvent, TokenLogprob};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -33,7 +33,7 @@ pub struct Admission {
 
 /// Checks the tenant's concurrency and token limits. `tokens`: prompt tokens
 /// plus the completion tokens the request may produce.
-pub fn admit(state: &AppState, tenant: &str, tokens: u64) -> Result<Admission, ApiError> {
+fn admit(state: &AppState, tenant: &str, tokens: u64) -> Result<Admission, ApiError> {
     let permit = state
         .limits
         .try_acquire(tenant)
@@ -82,69 +82,108 @@ pub struct Job {
     pub guard: AbortGuard,
 }
 
-/// Submits `n` choices per prompt. Choice `p * n + i` is the `i`-th of prompt
-/// `p`; its engine id is the request id, suffixed with `-<choice>` when the
-/// request has more than one choice.
-pub fn submit(
+/// Starts `n` choices per prompt, in three passes so that a refused request costs
+/// nothing: every choice is validated (and the count capped) first, then the tenant is
+/// charged for all of them, then they are enqueued. Choice `p * n + i` is the `i`-th of
+/// prompt `p`; its engine id is the tenant's name and the request id, suffixed with
+/// `-<choice>` when the request has more than one choice, so tenants never share ids.
+pub fn start(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     prompts: &[Vec<u32>],
     sampling: &SamplingParams,
     routing: &RoutingParams,
     n: usize,
-) -> Result<Vec<Job>, ApiError> {
-    let total = prompts.len() * n;
-    let mut jobs = Vec::with_capacity(total);
+) -> Result<(Admission, Vec<Job>), ApiError> {
+    let total = prompts.len().saturating_mul(n);
+    if total > state.max_choices_per_request {
+        state.metrics.record_refused("too_many_choices");
+        let param = if prompts.len() > 1 { "prompt" } else { "n" };
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "This request asks for {total} completions ({} prompts x n = {n}), more than \
+                 the {} allowed per request.",
+                prompts.len(),
+                state.max_choices_per_request
+            ),
+        ));
+    }
+    let mut requests = Vec::with_capacity(total);
+    let mut cost: u64 = 0;
     for (p, prompt_ids) in prompts.iter().enumerate() {
         for i in 0..n {
             let choice = p * n + i;
-            let engine_id = if total == 1 {
-                ctx.id.clone()
-            } else {
-                format!("{}-{choice}", ctx.id)
-            };
-            match state.inflight.entry(engine_id.clone()) {
-                Entry::Occupied(_) => {
-                    return Err(ApiError::bad_request(format!(
-                        "Request id `{engine_id}` is already in use."
-                    )));
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(());
-                }
-            }
-            let mut guard = AbortGuard {
-                state: state.clone(),
-                engine_id: engine_id.clone(),
-                finished: false,
-            };
             let mut choice_sampling = sampling.clone();
             // Seeded choices of one prompt must differ from each other yet stay reproducible.
             choice_sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
             let request = GenerateRequest {
-                request_id: engine_id,
+                request_id: engine_id(ctx, choice, total),
                 tenant: ctx.tenant.0.to_string(),
                 prompt_ids: prompt_ids.clone(),
                 sampling: choice_sampling,
                 routing: routing.clone(),
                 arrival: ctx.arrival,
             };
-            match state.backend.submit(request) {
-                Ok(events) => jobs.push(Job {
-                    choice,
-                    prompt: p,
-                    events,
-                    guard,
-                }),
-                Err(error) => {
-                    // Never reached the engine: nothing to abort.
-                    guard.finish();
-                    return Err(error.into());
+            state.backend.validate(&request)?;
+            // Prompt tokens once per prompt, completion tokens per choice.
+            let tokens = if i == 0 { prompt_ids.len() } else { 0 } + request.sampling.max_tokens;
+            cost = cost.saturating_add(tokens as u64);
+            requests.push((choice, p, request));
+        }
+    }
+    let admission = admit(state, &ctx.tenant.0, cost)?;
+    let mut jobs = Vec::with_capacity(total);
+    for (choice, prompt, request) in requests {
+        let engine_id = request.request_id.clone();
+        match state.inflight.entry(engine_id.clone()) {
+            Entry::Occupied(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "Request id `{}` is already in use.",
+                    display_id(ctx, choice, total)
+                )));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(());
+            }
+        }
+        let mut guard = AbortGuard {
+            state: state.clone(),
+            engine_id,
+            finished: false,
+        };
+        match state.backend.submit(request) {
+            Ok(events) => jobs.push(Job {
+                choice,
+                prompt,
+                events,
+                guard,
+            }),
+            Err(error) => {
+                // Never reached the engine: nothing to abort.
+                guard.finish();
+                if matches!(error, EngineError::Overloaded { .. }) {
+                    state.metrics.record_refused("queue_full");
                 }
+                return Err(error.into());
             }
         }
     }
-    Ok(jobs)
+    Ok((admission, jobs))
+}
+
+/// The id a client sees for a choice: the request id, `-<choice>` when there are several.
+fn display_id(ctx: &RequestCtx, choice: usize, total: usize) -> String {
+    if total == 1 {
+        ctx.id.clone()
+    } else {
+        format!("{}-{choice}", ctx.id)
+    }
+}
+
+/// The engine's id for a choice: its display id under its tenant's name.
+fn engine_id(ctx: &RequestCtx, choice: usize, total: usize) -> String {
+    format!("{}/{}", ctx.tenant.0, display_id(ctx, choice, total))
 }
 
 /// The full output of one choice.
@@ -187,7 +226,10 @@ pub async fn collect(job: &mut Job) -> Result<ChoiceOutput, ApiError> {
 }
 
 pub fn ended_early() -> ApiError {
-    ApiError::internal("The engine ended the request without finishing it.")
+    ApiError::internal(
+        "The engine ended the request without finishing it: its thread has stopped \
+         (the server is shutting down).",
+    )
 }
 
 pub fn timed_out(limit: Duration) -> ApiError {
@@ -208,9 +250,12 @@ pub struct Deadline {
 }
 
 impl Deadline {
+    /// `None` without a limit, or with one so large that the deadline is past any
+    /// representable instant (it would never come).
     pub fn new(arrival: Instant, limit: Option<Duration>) -> Option<Self> {
-        limit.map(|limit| Deadline {
-            at: tokio::time::Instant::from_std(arrival + limit),
+        let limit = limit?;
+        Some(Deadline {
+            at: tokio::time::Instant::from_std(arrival.checked_add(limit)?),
             limit,
         })
     }

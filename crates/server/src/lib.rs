@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod sse;
 pub mod state;
 pub mod testing;
+mod unsupported_fields;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub enum ServerError {
     },
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the engine thread stopped (see the log above); the server stopped with it")]
+    EngineStopped,
 }
 
 /// The app over the real engine.
@@ -106,18 +109,43 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let watched = engine.clone();
     let app = router(engine, &config)?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
+    // A server whose engine died only fails requests: stop taking them and return an
+    // error, so the process exits non-zero and its supervisor restarts it.
+    let engine_died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let died = engine_died.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = engine_stopped(&watched) => {
+                tracing::error!("the engine thread has stopped: refusing new connections and exiting");
+                died.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+    };
     serve_app(
         listener,
         app,
         Duration::from_secs(config.shutdown_grace_secs),
-        shutdown,
+        stop,
     )
-    .await
+    .await?;
+    if engine_died.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ServerError::EngineStopped);
+    }
+    Ok(())
+}
+
+/// Resolves once the engine thread has ended (a panic, or a shutdown from elsewhere).
+async fn engine_stopped(engine: &EngineHandle) {
+    while engine.is_running() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Serves `app` on `listener`. When `shutdown` resolves it stops accepting

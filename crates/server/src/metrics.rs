@@ -16,6 +16,7 @@ pub struct ServerMetrics {
     http_requests: IntCounterVec,
     rate_limited: IntCounterVec,
     tenant_running: IntGaugeVec,
+    refused: IntCounterVec,
 }
 
 impl ServerMetrics {
@@ -37,6 +38,15 @@ impl ServerMetrics {
             ),
             &["tenant", "limit"],
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "glimp:requests_refused_total",
+                "Requests refused to bound the work: 503 queue_full (the engine holds \
+                 max_num_seqs + max_waiting_requests), 400 too_many_choices (prompts x n \
+                 above max_choices_per_request).",
+            ),
+            &["reason"],
+        )?;
         let tenant_running = IntGaugeVec::new(
             Opts::new(
                 "glimp:tenant_requests_running",
@@ -47,6 +57,10 @@ impl ServerMetrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(tenant_running.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        for reason in ["queue_full", "too_many_choices"] {
+            refused.with_label_values(&[reason]);
+        }
         for tenant in tenants {
             tenant_running.with_label_values(&[*tenant]);
         }
@@ -55,11 +69,17 @@ impl ServerMetrics {
             http_requests,
             rate_limited,
             tenant_running,
+            refused,
         })
     }
 
     pub fn record_rate_limited(&self, tenant: &str, limit: &str) {
         self.rate_limited.with_label_values(&[tenant, limit]).inc();
+    }
+
+    /// Counts a request refused to bound the work (`reason`: see the metric's help).
+    pub fn record_refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
     }
 
     /// Counts a request as running for `tenant` until the guard is dropped.

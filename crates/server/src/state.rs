@@ -22,6 +22,7 @@ pub struct AppState {
     pub inflight: DashMap<String, ()>,
     pub default_routing: RoutingParams,
     pub request_timeout: Option<Duration>,
+    pub max_choices_per_request: usize,
 }
 
 impl AppState {
@@ -46,6 +47,7 @@ impl AppState {
             metrics: Arc::new(metrics),
             inflight: DashMap::new(),
             request_timeout: config.request_timeout_secs.map(Duration::from_secs),
+            max_choices_per_request: config.max_choices_per_request,
         })
     }
 }

@@ -152,6 +152,15 @@ impl Backend for ScriptedBackend {
         &self.codec
     }
 
+    fn validate(&self, request: &GenerateRequest) -> Result<(), EngineError> {
+        let limits = glimprouter_engine::validate::Limits {
+            max_model_len: self.max_model_len,
+            vocab_size: self.codec.vocab_size(),
+            remote: [false, false],
+        };
+        glimprouter_engine::validate::check_request(request, &limits)
+    }
+
     fn submit(
         &self,
         request: GenerateRequest,
@@ -161,12 +170,7 @@ impl Backend for ScriptedBackend {
         if prompt_contains(&request, "PANIC") {
             panic!("scripted panic");
         }
-        let limits = glimprouter_engine::validate::Limits {
-            max_model_len: self.max_model_len,
-            vocab_size: self.codec.vocab_size(),
-            remote: [false, false],
-        };
-        glimprouter_engine::validate::check_request(&request, &limits)?;
+        self.validate(&request)?;
         let (events, receiver) = mpsc::unbounded_channel();
         {
             let mut running = self.shared.running.lock();

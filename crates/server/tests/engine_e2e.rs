@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use common::engine;
+use common::{engine, engine_with};
 use futures::StreamExt;
 use glimprouter_engine::EngineHandle;
 use glimprouter_server::{router, serve_app, ServerConfig};
@@ -21,7 +21,10 @@ struct Server {
 }
 
 async fn start() -> Server {
-    let engine = engine();
+    start_on(engine()).await
+}
+
+async fn start_on(engine: EngineHandle) -> Server {
     let app = router(engine.clone(), &ServerConfig::default()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -192,4 +195,54 @@ async fn health_answers_503_once_the_engine_has_stopped() {
         )
         .await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_refuses_with_503_and_retry_after() {
+    // One running and one waiting: the third request is refused at the door.
+    let server = start_on(engine_with(|c| {
+        c.max_num_seqs = 1;
+        c.max_waiting_requests = 1;
+    }))
+    .await;
+    let long = json!({"prompt": [5, 6, 7], "max_tokens": 400, "ignore_eos": true, "stream": true});
+    let first = server.post("/v1/completions", long.clone()).await;
+    let second = server.post("/v1/completions", long.clone()).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let third = server.post("/v1/completions", long).await;
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overloaded"),
+        "{body}"
+    );
+    assert!(server
+        .metrics()
+        .await
+        .contains("glimp:requests_refused_total{reason=\"queue_full\"} 1"));
+    // Once they are done, there is room again.
+    drop((first.bytes().await, second.bytes().await));
+    let engine = server.engine.clone();
+    for _ in 0..100 {
+        if engine.requests_in_engine() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(engine.requests_in_engine(), 0);
+    let again = server
+        .post(
+            "/v1/completions",
+            json!({"prompt": [5, 6], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
 }

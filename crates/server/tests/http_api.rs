@@ -52,6 +52,13 @@ impl Server {
         Server::start(ServerConfig::default(), Duration::ZERO).await
     }
 
+    /// The default config changed by `change`, no token delay.
+    async fn configured(change: impl FnOnce(&mut ServerConfig)) -> Server {
+        let mut config = ServerConfig::default();
+        change(&mut config);
+        Server::start(config, Duration::ZERO).await
+    }
+
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(format!("{}{path}", self.base))
     }
@@ -187,7 +194,7 @@ async fn completion_returns_text_usage_and_routing() {
     // The engine got the request as asked.
     let submitted = server.backend.submitted();
     assert_eq!(submitted.len(), 1);
-    assert_eq!(submitted[0].request_id, "cmpl-abc-1");
+    assert_eq!(submitted[0].request_id, "default/cmpl-abc-1");
     assert_eq!(submitted[0].tenant, "default");
     assert_eq!(submitted[0].sampling.max_tokens, 5);
     assert_eq!(submitted[0].sampling.temperature, 0.0);
@@ -274,10 +281,10 @@ async fn n_and_prompt_batches_make_one_choice_each() {
     assert_eq!(
         ids,
         vec![
-            "cmpl-batch-0",
-            "cmpl-batch-1",
-            "cmpl-batch-2",
-            "cmpl-batch-3"
+            "default/cmpl-batch-0",
+            "default/cmpl-batch-1",
+            "default/cmpl-batch-2",
+            "default/cmpl-batch-3"
         ]
     );
     assert_eq!(submitted[0].prompt_ids, vec![256, 97]);
@@ -695,13 +702,18 @@ async fn request_rate_limit_answers_429_with_retry_after() {
     );
 }
 
-#[tokio::test]
-async fn token_rate_limit_counts_prompt_and_max_tokens() {
+/// One tenant, `a` (key `sk-a`), with a token rate limit.
+async fn tenant_a_with_tokens_per_minute(tokens: u32) -> Server {
     let tenant = TenantConfig {
-        tokens_per_minute: Some(20),
+        tokens_per_minute: Some(tokens),
         ..TenantConfig::new("a", "sk-a")
     };
-    let server = Server::start(tenants(vec![tenant]), Duration::ZERO).await;
+    Server::start(tenants(vec![tenant]), Duration::ZERO).await
+}
+
+#[tokio::test]
+async fn token_rate_limit_counts_prompt_and_max_tokens() {
+    let server = tenant_a_with_tokens_per_minute(20).await;
     // 3 prompt tokens + 10 = 13 of 20.
     let request = json!({"prompt": "hi", "max_tokens": 10});
     assert_eq!(
@@ -811,7 +823,7 @@ async fn disconnecting_mid_stream_aborts_and_frees_the_request() {
     assert!(server
         .backend
         .aborted()
-        .contains(&"chatcmpl-gone".to_string()));
+        .contains(&"default/chatcmpl-gone".to_string()));
     let metrics = server.metrics().await;
     assert_eq!(
         metric_line(&metrics, "glimp:kv_cache_usage_perc"),
@@ -941,6 +953,161 @@ async fn a_request_id_in_flight_cannot_be_reused() {
 }
 
 #[tokio::test]
+async fn tenants_may_use_the_same_request_id_at_once() {
+    let server = Server::start(
+        tenants(vec![
+            TenantConfig::new("alice", "sk-a"),
+            TenantConfig::new("bob", "sk-b"),
+        ]),
+        Duration::from_millis(20),
+    )
+    .await;
+    let request = json!({"prompt": "hi", "max_tokens": 10, "stream": true});
+    let send = |key: &'static str| {
+        server
+            .post("/v1/completions")
+            .bearer_auth(key)
+            .header("x-request-id", "same")
+            .json(&request)
+            .send()
+    };
+    let (a, b) = tokio::join!(send("sk-a"), send("sk-b"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+    // Each sees its own id; the engine ids differ by tenant.
+    assert_eq!(a.headers()["x-request-id"], "same");
+    let mut ids: Vec<String> = server
+        .backend
+        .submitted()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["alice/cmpl-same", "bob/cmpl-same"]);
+    sse_data(a).await;
+    sse_data(b).await;
+}
+
+#[tokio::test]
+async fn more_choices_than_allowed_are_refused_before_anything_starts() {
+    let server = Server::configured(|c| c.max_choices_per_request = 8).await;
+    // 5 prompts x n = 2: 10 of 8.
+    let request = json!({"prompt": ["a", "b", "c", "d", "e"], "n": 2, "max_tokens": 1});
+    let (status, body) = send_json(server.post("/v1/completions").json(&request)).await;
+    let message = error_message(status, &body, StatusCode::BAD_REQUEST);
+    assert!(message.contains("10 completions"), "{message}");
+    assert_eq!(body["error"]["param"], "prompt");
+    let (status, body) = send_json(
+        server
+            .post("/v1/chat/completions")
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}], "n": 9})),
+    )
+    .await;
+    error_message(status, &body, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["param"], "n");
+    assert!(server.backend.submitted().is_empty());
+    assert!(server
+        .metrics()
+        .await
+        .contains("glimp:requests_refused_total{reason=\"too_many_choices\"} 2"));
+    // At the cap it runs.
+    let request = json!({"prompt": ["a", "b", "c", "d"], "n": 2, "max_tokens": 1});
+    let (status, body) = send_json(server.post("/v1/completions").json(&request)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn fields_vllm_honours_are_refused_unless_they_change_nothing() {
+    let server = Server::open().await;
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (path, field, value) in [
+        ("/v1/completions", "presence_penalty", json!(0.5)),
+        ("/v1/completions", "logit_bias", json!({"7": 5})),
+        ("/v1/completions", "stop_token_ids", json!([3])),
+        ("/v1/completions", "min_tokens", json!(2)),
+        ("/v1/completions", "best_of", json!(3)),
+        ("/v1/chat/completions", "frequency_penalty", json!(1)),
+        ("/v1/chat/completions", "repetition_penalty", json!(1.1)),
+        (
+            "/v1/chat/completions",
+            "tools",
+            json!([{"type": "function"}]),
+        ),
+    ] {
+        let body = if path == "/v1/completions" {
+            json!({"prompt": "hi", "max_tokens": 2, field: value})
+        } else {
+            chat(json!({field: value}))
+        };
+        let (status, reply) = send_json(server.post(path).json(&body)).await;
+        let message = error_message(status, &reply, StatusCode::BAD_REQUEST);
+        assert_eq!(reply["error"]["param"], field, "{message}");
+    }
+    // No-op values, unknown fields and a temperature in OpenAI's range pass.
+    let body = json!({"prompt": "hi", "max_tokens": 2, "presence_penalty": 0,
+        "logit_bias": {}, "best_of": 1, "min_tokens": 0, "a_future_field": true, "temperature": 2});
+    let (status, reply) = send_json(server.post("/v1/completions").json(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let body = json!({"prompt": "hi", "max_tokens": 2, "temperature": 2.5});
+    let (status, reply) = send_json(server.post("/v1/completions").json(&body)).await;
+    error_message(status, &reply, StatusCode::BAD_REQUEST);
+    assert_eq!(reply["error"]["param"], "temperature");
+}
+
+#[tokio::test]
+async fn a_refused_request_costs_the_tenant_no_tokens() {
+    let server = tenant_a_with_tokens_per_minute(20).await;
+    // Refused by the engine's rules (a token id past the vocabulary) after it would
+    // have been charged 1 + 15 tokens; then 3 + 15 of 20 still fit.
+    for prompt in [json!([100000]), json!("hi")] {
+        let request = json!({"prompt": prompt, "max_tokens": 15});
+        let (status, body) = send_json(
+            server
+                .post("/v1/completions")
+                .bearer_auth("sk-a")
+                .json(&request),
+        )
+        .await;
+        let expected = if prompt.is_string() {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(status, expected, "{body}");
+    }
+    // A cost that would overflow is a 400 about the context, not a panic or a 429.
+    let request = json!({"prompt": "hi", "max_tokens": 1u64 << 62, "n": 4});
+    let (status, body) = send_json(
+        server
+            .post("/v1/completions")
+            .bearer_auth("sk-a")
+            .json(&request),
+    )
+    .await;
+    assert!(
+        error_message(status, &body, StatusCode::BAD_REQUEST).contains("maximum context length")
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_past_any_instant_never_fires() {
+    let server = Server::configured(|c| c.request_timeout_secs = Some(u64::MAX)).await;
+    let (status, body) = send_json(
+        server
+            .post("/v1/completions")
+            .json(&json!({"prompt": "hi", "max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
     let server = Server::start(ServerConfig::default(), Duration::from_millis(20)).await;
     let base = server.base.clone();
@@ -1059,5 +1226,8 @@ async fn a_client_gone_before_a_plain_response_aborts_its_request() {
     assert!(sent.is_err(), "the client gave up first");
     let backend = server.backend.clone();
     wait_until("the request is aborted", || backend.running() == 0).await;
-    assert_eq!(server.backend.aborted(), vec!["cmpl-impatient".to_string()]);
+    assert_eq!(
+        server.backend.aborted(),
+        vec!["default/cmpl-impatient".to_string()]
+    );
 }

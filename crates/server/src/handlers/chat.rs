@@ -12,7 +12,7 @@ use super::{check_model, check_stream_options, in_request_span};
 use crate::auth::Tenant;
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::generation::{admit, collect_all, submit, Deadline, RequestCtx};
+use crate::generation::{collect_all, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
 use crate::params::{chat_turns, check_sampling, routing_params, SamplingInput};
@@ -25,6 +25,7 @@ use crate::protocol::logprobs::ChatLogprobs;
 use crate::protocol::{RoutingSummary, UsageOut};
 use crate::sse::{stream_response, to_json, ChunkWriter, StreamSpec};
 use crate::state::AppState;
+use crate::unsupported_fields;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -103,21 +104,17 @@ async fn handle(
         logprobs: want_logprobs.then_some(body.top_logprobs.unwrap_or(0)),
         logprobs_param: "top_logprobs",
     })?;
+    let n = checked.n;
+    unsupported_fields::check(&body.other, n)?;
     let routing = routing_params(body.routing.clone(), &state.default_routing)?;
     let prompt = chat_prompt(&state, &body)?;
-    let n = checked.n;
     let top_n = checked.sampling.logprobs.unwrap_or(0);
     let mut sampling = checked.sampling;
     sampling.max_tokens = checked
         .max_tokens
         .unwrap_or_else(|| rest_of_context(state.backend.max_model_len(), prompt.len()));
     let prompt_tokens = prompt.len();
-    let admission = admit(
-        &state,
-        &ctx.tenant.0,
-        (prompt_tokens + sampling.max_tokens * n) as u64,
-    )?;
-    let mut jobs = submit(
+    let (admission, mut jobs) = start(
         &state,
         &ctx,
         std::slice::from_ref(&prompt),

@@ -11,7 +11,7 @@ use super::{check_model, check_stream_options, in_request_span};
 use crate::auth::Tenant;
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::generation::{admit, collect_all, submit, Deadline, RequestCtx};
+use crate::generation::{collect_all, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
 use crate::params::{self, check_sampling, routing_params, SamplingInput};
@@ -23,6 +23,7 @@ use crate::protocol::logprobs::CompletionLogprobs;
 use crate::protocol::{RoutingSummary, UsageOut};
 use crate::sse::{stream_response, to_json, ChunkWriter, StreamSpec};
 use crate::state::AppState;
+use crate::unsupported_fields;
 
 /// OpenAI's default for completions.
 pub const DEFAULT_MAX_TOKENS: usize = 16;
@@ -71,16 +72,15 @@ async fn handle(
         logprobs: body.logprobs,
         logprobs_param: "logprobs",
     })?;
+    let n = checked.n;
+    unsupported_fields::check(&body.other, n)?;
     let routing = routing_params(body.routing, &state.default_routing)?;
     let prompts = params::prompts(&body.prompt, state.backend.codec())?;
-    let n = checked.n;
     let mut sampling = checked.sampling;
     sampling.max_tokens = checked.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     let prompt_tokens: usize = prompts.iter().map(|(ids, _)| ids.len()).sum();
-    let cost = prompt_tokens + sampling.max_tokens * n * prompts.len();
-    let admission = admit(&state, &ctx.tenant.0, cost as u64)?;
     let ids: Vec<Vec<u32>> = prompts.iter().map(|(ids, _)| ids.clone()).collect();
-    let mut jobs = submit(&state, &ctx, &ids, &sampling, &routing, n)?;
+    let (admission, mut jobs) = start(&state, &ctx, &ids, &sampling, &routing, n)?;
     tracing::info!(
         prompts = prompts.len(),
         n,

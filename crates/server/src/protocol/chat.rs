@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{RoutingOverrides, RoutingSummary, StreamOptions, UsageOut};
 use super::logprobs::ChatLogprobs;
 
-/// Unknown fields are ignored (as vLLM does), so newer clients keep working.
+/// Fields nobody knows are ignored (as vLLM does), so newer clients keep working.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest {
     pub model: Option<String>,
@@ -27,6 +27,10 @@ pub struct ChatRequest {
     pub stream_options: Option<StreamOptions>,
     pub routing: Option<RoutingOverrides>,
     pub add_generation_prompt: Option<bool>,
+    /// Every other field: the ones vLLM would honour are refused unless they are no-ops
+    /// (`unsupported_fields`), the rest ignored.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

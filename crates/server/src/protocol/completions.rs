@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::common::{RoutingOverrides, RoutingSummary, StreamOptions, UsageOut};
 use super::logprobs::CompletionLogprobs;
 
-/// Unknown fields are ignored (as vLLM does), so newer clients keep working.
+/// Fields nobody knows are ignored (as vLLM does), so newer clients keep working.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
     pub model: Option<String>,
@@ -30,6 +30,10 @@ pub struct CompletionRequest {
     pub routing: Option<RoutingOverrides>,
     /// vLLM's extension: each choice also carries its generated token ids.
     pub return_token_ids: Option<bool>,
+    /// Every other field: the ones vLLM would honour are refused unless they are no-ops
+    /// (`unsupported_fields`), the rest ignored.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -33,11 +33,17 @@ fn pair() -> &'static Pair {
 
 /// A fresh engine on the random pair, with small KV pools.
 pub fn engine() -> EngineHandle {
+    engine_with(|_| {})
+}
+
+/// As `engine`, with `change` applied to the config.
+pub fn engine_with(change: impl FnOnce(&mut EngineConfig)) -> EngineHandle {
     let pair = pair();
     let mut config = EngineConfig::for_models(&pair.slm, &pair.llm);
     config.slm.kv_cache_mb = 8;
     config.llm.kv_cache_mb = 8;
     config.max_num_batched_tokens = 512;
+    change(&mut config);
     Engine::start(&config, Default::default()).expect("engine starts")
 }
 
