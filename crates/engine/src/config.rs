@@ -51,6 +51,11 @@ pub struct ModelSection {
 pub struct RemoteSection {
     /// Base URL, e.g. `http://10.0.0.7:8000` (a trailing `/v1` is accepted).
     pub url: String,
+    /// Which API the remote speaks for a step: OpenAI's `/v1/completions`
+    /// (vLLM, SGLang, TGI, glimprouter) or llama.cpp's native `/completion`,
+    /// whose reply says which stop ended the text (its OpenAI endpoint does not).
+    #[serde(default)]
+    pub api: RemoteApi,
     /// The `model` name the remote serves.
     pub model: String,
     /// Sent as `Authorization: Bearer ...`.
@@ -72,6 +77,15 @@ pub struct RemoteSection {
     /// than the local model's.
     #[serde(default)]
     pub max_model_len: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteApi {
+    #[default]
+    #[serde(rename = "openai")]
+    OpenAi,
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
 }
 
 fn default_connect_timeout_secs() -> f64 {
@@ -108,6 +122,7 @@ impl ModelSection {
             path: None,
             remote: Some(RemoteSection {
                 url: url.into(),
+                api: RemoteApi::OpenAi,
                 model: model.into(),
                 api_key: None,
                 connect_timeout_secs: default_connect_timeout_secs(),
@@ -267,6 +282,11 @@ impl EngineConfig {
                             "engine.{role}: `backend = \"remote\"` needs [engine.{role}.remote] with `url` and `model`"
                         ));
                     };
+                    if role == "slm" && remote.api == RemoteApi::LlamaCpp {
+                        return Err(
+                            "engine.slm.remote.api = \"llama.cpp\" is not supported: the SLM's glimpse reads OpenAI-style top logprobs; serve the SLM through llama-server's OpenAI API (api = \"openai\") or locally".into(),
+                        );
+                    }
                     // TLS is not built in: terminate it at a sidecar proxy.
                     if !remote.url.starts_with("http://") {
                         return Err(format!(

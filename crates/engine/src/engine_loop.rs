@@ -812,7 +812,13 @@ impl EngineCore {
                     "it returned token {bad}, outside the vocabulary of {vocab}"
                 ));
             }
-            return Ok(ids.clone());
+            let mut ids = ids.clone();
+            // Some servers leave the EOS token out of the ids of an EOS stop.
+            let ends_in_eos = ids.last().is_some_and(|id| state.eos.contains(id));
+            if step.finish == RemoteFinish::Eos && !state.sampling.ignore_eos && !ends_in_eos {
+                ids.extend(state.eos.first());
+            }
+            return Ok(ids);
         }
         let mut text = step.text.clone();
         if let RemoteFinish::StopString(s) = &step.finish {

@@ -19,7 +19,7 @@ use crossbeam::channel::{Receiver, Sender};
 use glimprouter_core::{Model, SamplingParams, SeqId, TokenId};
 use serde_json::{json, Value};
 
-use crate::config::RemoteSection;
+use crate::config::{RemoteApi, RemoteSection};
 use crate::metrics::EngineMetrics;
 
 /// What one remote step call asks for.
@@ -100,6 +100,7 @@ impl RemoteError {
 /// One remote model endpoint.
 pub struct RemoteTier {
     model: Model,
+    api: RemoteApi,
     endpoint: String,
     served_model: String,
     api_key: Option<String>,
@@ -121,9 +122,14 @@ impl RemoteTier {
             ))
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
+        let endpoint = match section.api {
+            RemoteApi::OpenAi => format!("{base}/v1/completions"),
+            RemoteApi::LlamaCpp => format!("{base}/completion"),
+        };
         Ok(Self {
             model,
-            endpoint: format!("{base}/v1/completions"),
+            api: section.api,
+            endpoint,
             served_model: section.model.clone(),
             api_key: section.api_key.clone(),
             max_retries: section.max_retries,
@@ -132,10 +138,18 @@ impl RemoteTier {
         })
     }
 
+    /// The request for one step, in the remote's API.
+    pub fn body(&self, call: &StepCall) -> Value {
+        match self.api {
+            RemoteApi::OpenAi => self.openai_body(call),
+            RemoteApi::LlamaCpp => llamacpp_body(call),
+        }
+    }
+
     /// The completions request for one step. Only parameters that differ from
     /// the OpenAI defaults are sent, so servers that lack an extension
     /// (`top_k`, `min_p`, `ignore_eos`) are not sent it needlessly.
-    pub fn body(&self, call: &StepCall) -> Value {
+    fn openai_body(&self, call: &StepCall) -> Value {
         let s = &call.sampling;
         let mut body = json!({
             "model": self.served_model,
@@ -160,10 +174,8 @@ impl RemoteTier {
         if s.min_p > 0.0 {
             obj.insert("min_p".into(), json!(s.min_p));
         }
-        if let Some(seed) = s.seed {
-            let step_seed = seed ^ (call.step_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            // Many servers take the seed as a signed 64-bit integer.
-            obj.insert("seed".into(), json!(step_seed >> 1));
+        if let Some(seed) = step_seed(call) {
+            obj.insert("seed".into(), json!(seed));
         }
         if s.ignore_eos {
             obj.insert("ignore_eos".into(), json!(true));
@@ -228,11 +240,85 @@ impl RemoteTier {
                 body,
             });
         }
-        parse_completion(
-            &text,
-            body["stop"].as_array().map_or(&[][..], Vec::as_slice),
-        )
+        match self.api {
+            RemoteApi::OpenAi => parse_completion(
+                &text,
+                body["stop"].as_array().map_or(&[][..], Vec::as_slice),
+            ),
+            RemoteApi::LlamaCpp => parse_llamacpp(&text),
+        }
     }
+}
+
+/// The request's seed varied per step; `None` for an unseeded request. Halved, since
+/// many servers take the seed as a signed 64-bit integer.
+fn step_seed(call: &StepCall) -> Option<u64> {
+    let seed = call.sampling.seed?;
+    Some((seed ^ (call.step_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 1)
+}
+
+/// llama.cpp's native `/completion` request for one step. Its sampler defaults
+/// (top_k 40, top_p 0.95, min_p 0.05, ...) differ from OpenAI's, so every value is
+/// sent; `return_tokens` asks for the step's token ids.
+fn llamacpp_body(call: &StepCall) -> Value {
+    let s = &call.sampling;
+    let mut body = json!({
+        "prompt": call.context,
+        "n_predict": call.max_tokens,
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "min_p": s.min_p,
+        "stop": call.stop,
+        "stream": false,
+        "return_tokens": true,
+        "cache_prompt": true,
+        "ignore_eos": s.ignore_eos,
+    });
+    if let Some(seed) = step_seed(call) {
+        body["seed"] = json!(seed);
+    }
+    body
+}
+
+/// Reads llama.cpp's `/completion` reply: `content`, `tokens` (the step's ids, the
+/// stop string's included), and `stop_type`: `"word"` (then `stopping_word` is the
+/// stop string, cut from `content`), `"eos"` or `"limit"`.
+pub fn parse_llamacpp(body: &str) -> Result<StepText, RemoteError> {
+    let bad = |what: &str| RemoteError::Decode(what.to_string());
+    let v: Value = serde_json::from_str(body).map_err(|e| bad(&format!("not JSON ({e})")))?;
+    let text = v
+        .get("content")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("content is missing"))?
+        .to_string();
+    let finish = match v.get("stop_type").and_then(Value::as_str) {
+        Some("word") => match v.get("stopping_word").and_then(Value::as_str) {
+            Some(word) if !word.is_empty() => RemoteFinish::StopString(word.to_string()),
+            _ => return Err(bad("stop_type \"word\" without a stopping_word")),
+        },
+        Some("eos") => RemoteFinish::Eos,
+        Some("limit") => RemoteFinish::Length,
+        other => return Err(bad(&format!("stop_type {other:?}"))),
+    };
+    Ok(StepText {
+        text,
+        finish,
+        top_logprobs: None,
+        token_ids: token_ids(v.get("tokens"), "tokens")?,
+    })
+}
+
+/// A reply's token id list, if it has one.
+fn token_ids(ids: Option<&Value>, field: &str) -> Result<Option<Vec<u32>>, RemoteError> {
+    ids.and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| RemoteError::Decode(format!("{field} holds a non-token")))
+        })
+        .transpose()
 }
 
 fn classify(e: reqwest::Error) -> RemoteError {
@@ -253,7 +339,11 @@ fn classify(e: reqwest::Error) -> RemoteError {
 /// integer there is a stop token, i.e. EOS. TGI says `eos_token` or
 /// `stop_sequence` without naming it; that is taken to be the first stop
 /// sent (the step delimiter, by far the most frequent). A plain `"stop"`
-/// with none of these is read as EOS.
+/// with none of these (llama.cpp's OpenAI endpoint) is read the same way
+/// when stops were sent and text came back, since reading a step's end as the
+/// end of the sequence would cut the request short; only an empty text is read
+/// as EOS. The cost is at a real EOS: the delimiter is added and the next step
+/// starts, and ends at once.
 pub fn parse_completion(body: &str, sent_stops: &[Value]) -> Result<StepText, RemoteError> {
     let bad = |what: &str| RemoteError::Decode(what.to_string());
     let v: Value = serde_json::from_str(body).map_err(|e| bad(&format!("not JSON ({e})")))?;
@@ -266,19 +356,23 @@ pub fn parse_completion(body: &str, sent_stops: &[Value]) -> Result<StepText, Re
         .and_then(Value::as_str)
         .ok_or_else(|| bad("choices[0].text is missing"))?
         .to_string();
-    let matched = ["stop_reason", "matched_stop", "stopping_word"]
-        .iter()
-        .find_map(|key| match choice.get(*key) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        });
+    const MARKERS: [&str; 3] = ["stop_reason", "matched_stop", "stopping_word"];
+    let matched = MARKERS.iter().find_map(|key| match choice.get(*key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    });
+    // A server that has the field says EOS with `null`, `""` or a token id.
+    let says_which = MARKERS.iter().any(|key| choice.get(*key).is_some());
     let finish = match choice.get("finish_reason").and_then(Value::as_str) {
         Some("length") => RemoteFinish::Length,
         Some("eos_token") => RemoteFinish::Eos,
         Some("stop") | Some("stop_sequence") => match matched {
             Some(s) => RemoteFinish::StopString(s),
             None => match sent_stops {
-                [Value::String(first), ..] if choice["finish_reason"] == "stop_sequence" => {
+                [Value::String(first), ..]
+                    if choice["finish_reason"] == "stop_sequence"
+                        || (!says_which && !text.is_empty()) =>
+                {
                     RemoteFinish::StopString(first.clone())
                 }
                 _ => RemoteFinish::Eos,
@@ -299,16 +393,7 @@ pub fn parse_completion(body: &str, sent_stops: &[Value]) -> Result<StepText, Re
                 .map(|lp| lp as f32)
                 .collect()
         });
-    let token_ids = choice
-        .get("token_ids")
-        .and_then(Value::as_array)
-        .map(|ids| {
-            ids.iter()
-                .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-                .collect::<Option<Vec<u32>>>()
-                .ok_or_else(|| bad("choices[0].token_ids holds a non-token"))
-        })
-        .transpose()?;
+    let token_ids = token_ids(choice.get("token_ids"), "choices[0].token_ids")?;
     Ok(StepText {
         text,
         finish,
@@ -433,6 +518,12 @@ mod tests {
             parse_completion(eos_openai, &[]).unwrap().finish,
             RemoteFinish::Eos
         );
+        // vLLM's `null` says EOS even when stops were sent.
+        let sent = [json!("\n\n")];
+        assert_eq!(
+            parse_completion(eos, &sent).unwrap().finish,
+            RemoteFinish::Eos
+        );
         let ids = r#"{"choices":[{"text":"","finish_reason":"length","token_ids":[0,0,7]}]}"#;
         assert_eq!(
             parse_completion(ids, &[]).unwrap().token_ids,
@@ -468,6 +559,72 @@ mod tests {
         assert_eq!(finish(tgi_eos, &[json!("\n\n")]), RemoteFinish::Eos);
     }
 
+    /// llama.cpp's `llama-server` as it answers (the bundled LLM as GGUF, one step):
+    /// its OpenAI endpoint says only `"stop"`, its native one says which stop.
+    #[test]
+    fn llama_server_replies_never_end_the_sequence_at_a_step_end() {
+        let sent = [json!("\n\n")];
+        let openai = r#"{"choices":[{"text":"hold 5 4 : 5 9 max 5 4 = 5 9","index":0,
+            "logprobs":null,"finish_reason":"stop"}],"object":"text_completion"}"#;
+        let step = parse_completion(openai, &sent).unwrap();
+        assert_eq!(step.finish, RemoteFinish::StopString("\n\n".into()));
+        assert_eq!(step.text, "hold 5 4 : 5 9 max 5 4 = 5 9");
+        // Nothing written before the stop: only EOS can say that.
+        let empty = r#"{"choices":[{"text":"","index":0,"finish_reason":"stop"}]}"#;
+        assert_eq!(
+            parse_completion(empty, &sent).unwrap().finish,
+            RemoteFinish::Eos
+        );
+        let native = r#"{"content":"hold 5 4 : 5 9 max 5 4 = 5 9","tokens":[11,24,5,4,14,14],
+            "stop":true,"stop_type":"word","stopping_word":"\n\n","tokens_predicted":6}"#;
+        assert_eq!(
+            parse_llamacpp(native).unwrap(),
+            StepText {
+                text: "hold 5 4 : 5 9 max 5 4 = 5 9".into(),
+                finish: RemoteFinish::StopString("\n\n".into()),
+                top_logprobs: None,
+                token_ids: Some(vec![11, 24, 5, 4, 14, 14]),
+            }
+        );
+        for (stop_type, finish) in [("eos", RemoteFinish::Eos), ("limit", RemoteFinish::Length)] {
+            let reply = format!(
+                r#"{{"content":"a","tokens":[7],"stop_type":"{stop_type}","stopping_word":""}}"#
+            );
+            assert_eq!(
+                parse_llamacpp(&reply).unwrap().finish,
+                finish,
+                "{stop_type}"
+            );
+        }
+        for bad in [
+            "{}",
+            r#"{"content":"a","stop_type":"word","stopping_word":""}"#,
+            r#"{"content":"a","stop_type":"none"}"#,
+            r#"{"content":"a","stop_type":"eos","tokens":[-3]}"#,
+        ] {
+            assert_eq!(parse_llamacpp(bad).unwrap_err().kind(), "decode", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_llamacpp_body_sends_every_sampler_value_and_asks_for_tokens() {
+        let mut section = test_section();
+        section.api = RemoteApi::LlamaCpp;
+        let tier = RemoteTier::new(Model::Llm, &section).unwrap();
+        assert_eq!(tier.endpoint, "http://127.0.0.1:9/completion");
+        let body = tier.body(&test_call());
+        assert_eq!(body["prompt"], json!([3, 4, 5]));
+        assert_eq!(body["n_predict"], json!(7));
+        assert_eq!(body["stop"], json!(["\n\n"]));
+        assert_eq!(body["return_tokens"], json!(true));
+        // llama.cpp's own defaults would sample with top_k 40 and min_p 0.05.
+        assert_eq!(
+            (body["top_k"].clone(), body["min_p"].clone()),
+            (json!(0), json!(0.0))
+        );
+        assert_eq!(body["top_p"], json!(1.0));
+    }
+
     #[test]
     fn only_transient_failures_are_retried() {
         assert!(RemoteError::Timeout.is_transient());
@@ -484,8 +641,22 @@ mod tests {
 
     #[test]
     fn the_body_sends_token_ids_and_only_non_default_sampling() {
-        let section = RemoteSection {
+        let tier = RemoteTier::new(Model::Llm, &test_section()).unwrap();
+        assert_eq!(tier.endpoint, "http://127.0.0.1:9/v1/completions");
+        let body = tier.body(&test_call());
+        assert_eq!(body["prompt"], json!([3, 4, 5]));
+        assert_eq!(body["max_tokens"], json!(7));
+        assert_eq!(body["stop"], json!(["\n\n"]));
+        assert_eq!(body["model"], json!("big"));
+        for absent in ["top_p", "top_k", "min_p", "seed", "ignore_eos", "logprobs"] {
+            assert!(body.get(absent).is_none(), "{absent} sent");
+        }
+    }
+
+    fn test_section() -> RemoteSection {
+        RemoteSection {
             url: "http://127.0.0.1:9/v1/".into(),
+            api: RemoteApi::OpenAi,
             model: "big".into(),
             api_key: None,
             connect_timeout_secs: 1.0,
@@ -493,10 +664,11 @@ mod tests {
             max_retries: 0,
             retry_backoff_ms: 1,
             max_model_len: None,
-        };
-        let tier = RemoteTier::new(Model::Llm, &section).unwrap();
-        assert_eq!(tier.endpoint, "http://127.0.0.1:9/v1/completions");
-        let call = StepCall {
+        }
+    }
+
+    fn test_call() -> StepCall {
+        StepCall {
             seq_id: 1,
             context: vec![3, 4, 5],
             max_tokens: 7,
@@ -504,14 +676,6 @@ mod tests {
             sampling: SamplingParams::greedy(7),
             step_index: 2,
             glimpse_logprobs: None,
-        };
-        let body = tier.body(&call);
-        assert_eq!(body["prompt"], json!([3, 4, 5]));
-        assert_eq!(body["max_tokens"], json!(7));
-        assert_eq!(body["stop"], json!(["\n\n"]));
-        assert_eq!(body["model"], json!("big"));
-        for absent in ["top_p", "top_k", "min_p", "seed", "ignore_eos", "logprobs"] {
-            assert!(body.get(absent).is_none(), "{absent} sent");
         }
     }
 }
