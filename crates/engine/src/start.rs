@@ -176,23 +176,17 @@ impl Engine {
         } else {
             None
         };
-        let core = EngineCore {
-            sched: Scheduler::new(sched_config),
+        let mut core = EngineCore::new(
+            Scheduler::new(sched_config),
             runners,
             remote,
             tokenizer,
-            metrics: metrics.clone(),
-            commands: rx,
-            requests: HashMap::new(),
-            ids: HashMap::new(),
-            next_seq: 0,
-            last_prefix: Default::default(),
-            last_preemptions: 0,
-            iterations: 0,
-            panic_after_iterations: std::env::var(PANIC_AFTER_ITERATIONS_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        };
+            metrics.clone(),
+            rx,
+        );
+        core.panic_after_iterations = std::env::var(PANIC_AFTER_ITERATIONS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
         let thread = std::thread::Builder::new()
             .name("glimp-engine".into())
             .spawn(move || core.run())

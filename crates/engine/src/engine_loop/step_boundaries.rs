@@ -1,0 +1,126 @@
+//! Where steps open and close: counting a step, rewriting a rejected one, and what
+//! a token means for its request (stop, step end, answer).
+
+use glimprouter_core::params::Policy;
+use glimprouter_core::routing::rewrite_after_step;
+use glimprouter_core::scheduler::SeqOutcome;
+use glimprouter_core::{Model, SeqId};
+
+use crate::request::TokenVerdict;
+
+use super::EngineCore;
+
+impl EngineCore {
+    /// Counts a step opened by `writer` unless its glimpse already did.
+    pub(super) fn open_step(&mut self, id: SeqId, writer: Model, out: &mut SeqOutcome) {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
+        if state.at_step_start && !state.in_answer && !state.step_counted {
+            state.steps += 1;
+            state.step_counted = true;
+            if writer == Model::Llm {
+                state.stats.llm_steps += 1;
+            }
+            // A step the LLM may still rewrite is recorded once judged.
+            if !(writer == Model::Slm && state.holds_steps_for_judging()) {
+                self.metrics.record_step(writer);
+            }
+            out.step_started = Some(writer);
+            state.start_step_tracking();
+        }
+        state.at_step_start = false;
+    }
+
+    /// Discards the SLM's current step; the LLM writes it again.
+    pub(super) fn rewrite_step(&mut self, id: SeqId, out: &mut SeqOutcome) {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
+        // The engine's snapshot marks where the step began; the scheduler's
+        // own mark is only updated when this outcome is applied.
+        let step_start = state.prompt_len + state.rollback_step();
+        state.pending_finish = None;
+        state.stats.llm_steps += 1;
+        state.at_step_start = false;
+        state.step_counted = true;
+        self.metrics.record_step(Model::Llm);
+        out.appended.clear();
+        out.writer = None;
+        out.rollback_to = Some(step_start);
+        out.step_rewritten = true;
+        out.route_to = Some(Model::Llm);
+    }
+
+    pub(super) fn apply_verdict(
+        &mut self,
+        id: SeqId,
+        verdict: &TokenVerdict,
+        writer: Model,
+        out: &mut SeqOutcome,
+    ) {
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
+        if let Some((reason, stop)) = verdict.finish.clone() {
+            // The SLM's last step is judged like any other before the request ends.
+            if writer == Model::Slm && state.holds_steps_for_judging() {
+                match state.routing.policy {
+                    Policy::Specreason => {
+                        state.pending_finish = Some((reason, stop));
+                        out.request_judge = true;
+                        return;
+                    }
+                    Policy::StepEntropy | Policy::StepPpl
+                        if rewrite_after_step(&state.routing, &state.step_stats) =>
+                    {
+                        self.rewrite_step(id, out);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            out.finished = true;
+            state.finish(reason, stop, &self.metrics);
+            return;
+        }
+        let answer_model = state.routing.answer_model;
+        let step_budget_spent = state.routing.max_steps.is_some_and(|m| state.steps >= m);
+        if verdict.answer_started || (verdict.step_end && step_budget_spent && !state.in_answer) {
+            state.in_answer = true;
+            state.release_held(&self.metrics);
+            state.step_snapshot = None;
+            out.enter_answer = true;
+            if writer != answer_model {
+                out.route_to = Some(answer_model);
+            }
+            return;
+        }
+        if !verdict.step_end {
+            return;
+        }
+        state.at_step_start = true;
+        state.step_counted = false;
+        let policy = state.routing.policy;
+        match writer {
+            Model::Slm => match policy {
+                Policy::Specreason => out.request_judge = true,
+                Policy::StepEntropy | Policy::StepPpl => {
+                    if rewrite_after_step(&state.routing, &state.step_stats) {
+                        self.rewrite_step(id, out);
+                    } else {
+                        state.release_held(&self.metrics);
+                        state.step_snapshot = None;
+                        self.metrics.record_step(Model::Slm);
+                    }
+                }
+                _ => {}
+            },
+            Model::Llm => {
+                if policy != Policy::Llm {
+                    out.route_to = Some(Model::Slm);
+                }
+            }
+        }
+    }
+}
