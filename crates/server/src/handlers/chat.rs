@@ -8,14 +8,14 @@ use axum::{Extension, Json};
 use glimprouter_engine::info::rest_of_context;
 use glimprouter_engine::{Finished, TokenDelta};
 
-use super::{check_model, check_stream_options, in_request_span};
+use super::{check_common, in_request_span, CommonFields};
 use crate::auth::Tenant;
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::generation::{collect_all, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
-use crate::params::{chat_turns, check_sampling, routing_params, SamplingInput};
+use crate::params::{chat_turns, SamplingInput};
 use crate::protocol::chat::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatRequest, ChatResponse,
     CHAT_CHUNK_OBJECT, CHAT_OBJECT,
@@ -25,7 +25,6 @@ use crate::protocol::logprobs::ChatLogprobs;
 use crate::protocol::{RoutingSummary, UsageOut};
 use crate::sse::{stream_response, to_json, ChunkWriter, StreamSpec};
 use crate::state::AppState;
-use crate::unsupported_fields;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -76,37 +75,42 @@ async fn handle(
     body: ChatRequest,
     span: tracing::Span,
 ) -> Result<Response, ApiError> {
-    check_model(&state, body.model.as_deref())?;
-    let stream = body.stream.unwrap_or(false);
-    check_stream_options(stream, body.stream_options.is_some())?;
     let want_logprobs = body.logprobs.unwrap_or(false);
+    let (max_tokens, max_tokens_param) = match body.max_completion_tokens {
+        Some(m) => (Some(m), "max_completion_tokens"),
+        None => (body.max_tokens, "max_tokens"),
+    };
+    let checked = check_common(
+        &state,
+        CommonFields {
+            model: body.model.as_deref(),
+            stream: body.stream,
+            has_stream_options: body.stream_options.is_some(),
+            sampling: SamplingInput {
+                temperature: body.temperature,
+                top_p: body.top_p,
+                top_k: body.top_k,
+                min_p: body.min_p,
+                seed: body.seed,
+                max_tokens,
+                max_tokens_param,
+                stop: body.stop.clone(),
+                n: body.n,
+                ignore_eos: body.ignore_eos,
+                logprobs: want_logprobs.then_some(body.top_logprobs.unwrap_or(0)),
+                logprobs_param: "top_logprobs",
+            },
+            routing: body.routing.clone(),
+            other: &body.other,
+        },
+    )?;
     if body.top_logprobs.is_some() && !want_logprobs {
         return Err(ApiError::invalid(
             "top_logprobs",
             "`top_logprobs` needs `logprobs` set to true.",
         ));
     }
-    let (max_tokens, max_tokens_param) = match body.max_completion_tokens {
-        Some(m) => (Some(m), "max_completion_tokens"),
-        None => (body.max_tokens, "max_tokens"),
-    };
-    let checked = check_sampling(SamplingInput {
-        temperature: body.temperature,
-        top_p: body.top_p,
-        top_k: body.top_k,
-        min_p: body.min_p,
-        seed: body.seed,
-        max_tokens,
-        max_tokens_param,
-        stop: body.stop.clone(),
-        n: body.n,
-        ignore_eos: body.ignore_eos,
-        logprobs: want_logprobs.then_some(body.top_logprobs.unwrap_or(0)),
-        logprobs_param: "top_logprobs",
-    })?;
-    let n = checked.n;
-    unsupported_fields::check(&body.other, n)?;
-    let routing = routing_params(body.routing.clone(), &state.default_routing)?;
+    let (stream, n, routing) = (checked.stream, checked.n, checked.routing);
     let prompt = chat_prompt(&state, &body)?;
     let top_n = checked.sampling.logprobs.unwrap_or(0);
     let mut sampling = checked.sampling;

@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use glimprouter_engine::{Finished, TokenDelta};
 
-use super::{check_model, check_stream_options, in_request_span};
+use super::{check_common, in_request_span, CommonFields};
 use crate::auth::Tenant;
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::generation::{collect_all, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
-use crate::params::{self, check_sampling, routing_params, SamplingInput};
+use crate::params::{self, SamplingInput};
 use crate::protocol::common::unix_now;
 use crate::protocol::completions::{
     CompletionChoice, CompletionRequest, CompletionResponse, COMPLETION_OBJECT,
@@ -23,7 +23,6 @@ use crate::protocol::logprobs::CompletionLogprobs;
 use crate::protocol::{RoutingSummary, UsageOut};
 use crate::sse::{stream_response, to_json, ChunkWriter, StreamSpec};
 use crate::state::AppState;
-use crate::unsupported_fields;
 
 /// OpenAI's default for completions.
 pub const DEFAULT_MAX_TOKENS: usize = 16;
@@ -48,9 +47,30 @@ async fn handle(
     body: CompletionRequest,
     span: tracing::Span,
 ) -> Result<Response, ApiError> {
-    check_model(&state, body.model.as_deref())?;
-    let stream = body.stream.unwrap_or(false);
-    check_stream_options(stream, body.stream_options.is_some())?;
+    let checked = check_common(
+        &state,
+        CommonFields {
+            model: body.model.as_deref(),
+            stream: body.stream,
+            has_stream_options: body.stream_options.is_some(),
+            sampling: SamplingInput {
+                temperature: body.temperature,
+                top_p: body.top_p,
+                top_k: body.top_k,
+                min_p: body.min_p,
+                seed: body.seed,
+                max_tokens: body.max_tokens,
+                max_tokens_param: "max_tokens",
+                stop: body.stop.clone(),
+                n: body.n,
+                ignore_eos: body.ignore_eos,
+                logprobs: body.logprobs,
+                logprobs_param: "logprobs",
+            },
+            routing: body.routing.clone(),
+            other: &body.other,
+        },
+    )?;
     let echo = body.echo.unwrap_or(false);
     if echo && body.logprobs.is_some() {
         return Err(ApiError::invalid(
@@ -58,23 +78,7 @@ async fn handle(
             "`echo` together with `logprobs` is not supported: prompt logprobs are not computed.",
         ));
     }
-    let checked = check_sampling(SamplingInput {
-        temperature: body.temperature,
-        top_p: body.top_p,
-        top_k: body.top_k,
-        min_p: body.min_p,
-        seed: body.seed,
-        max_tokens: body.max_tokens,
-        max_tokens_param: "max_tokens",
-        stop: body.stop,
-        n: body.n,
-        ignore_eos: body.ignore_eos,
-        logprobs: body.logprobs,
-        logprobs_param: "logprobs",
-    })?;
-    let n = checked.n;
-    unsupported_fields::check(&body.other, n)?;
-    let routing = routing_params(body.routing, &state.default_routing)?;
+    let (stream, n, routing) = (checked.stream, checked.n, checked.routing);
     let prompts = params::prompts(&body.prompt, state.backend.codec())?;
     let mut sampling = checked.sampling;
     sampling.max_tokens = checked.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);

@@ -9,9 +9,15 @@ use std::future::Future;
 use axum::response::Response;
 use tracing::Instrument;
 
+use glimprouter_core::{RoutingParams, SamplingParams};
+use serde_json::{Map, Value};
+
 use crate::error::ApiError;
 use crate::generation::RequestCtx;
+use crate::params::{check_sampling, routing_params, SamplingInput};
+use crate::protocol::RoutingOverrides;
 use crate::state::AppState;
+use crate::unsupported_fields;
 
 /// Runs a request's handler inside the request's tracing span (id and
 /// tenant), and logs why the request was refused if it was.
@@ -45,4 +51,42 @@ pub fn check_stream_options(stream: bool, has_options: bool) -> Result<(), ApiEr
         ));
     }
     Ok(())
+}
+
+/// The fields both generation endpoints read the same way.
+pub struct CommonFields<'a> {
+    pub model: Option<&'a str>,
+    pub stream: Option<bool>,
+    pub has_stream_options: bool,
+    pub sampling: SamplingInput,
+    pub routing: Option<RoutingOverrides>,
+    /// The fields the endpoint's body type did not name.
+    pub other: &'a Map<String, Value>,
+}
+
+/// What they become once checked.
+pub struct Checked {
+    pub stream: bool,
+    /// `max_tokens` still to be set from `max_tokens` (or the endpoint's default).
+    pub sampling: SamplingParams,
+    pub max_tokens: Option<usize>,
+    pub n: usize,
+    pub routing: RoutingParams,
+}
+
+/// Checks the common fields in one order for both endpoints: the model, the stream
+/// options, the sampling values, the fields refused unless no-ops, the routing.
+pub fn check_common(state: &AppState, fields: CommonFields) -> Result<Checked, ApiError> {
+    check_model(state, fields.model)?;
+    let stream = fields.stream.unwrap_or(false);
+    check_stream_options(stream, fields.has_stream_options)?;
+    let checked = check_sampling(fields.sampling)?;
+    unsupported_fields::check(fields.other, checked.n)?;
+    Ok(Checked {
+        stream,
+        sampling: checked.sampling,
+        max_tokens: checked.max_tokens,
+        n: checked.n,
+        routing: routing_params(fields.routing, &state.default_routing)?,
+    })
 }
