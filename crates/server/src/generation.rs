@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::Tenant;
 use crate::error::ApiError;
+use crate::limits::TokenCharge;
 use crate::metrics::RunningGuard;
 use crate::middleware::refuse;
 use crate::state::AppState;
@@ -29,6 +30,18 @@ pub struct RequestCtx {
 pub struct Admission {
     _permit: Option<OwnedSemaphorePermit>,
     _running: RunningGuard,
+    tokens: Option<TokenCharge>,
+}
+
+impl Admission {
+    /// The request finished having used `tokens` (prompt and completion): the
+    /// tenant's token budget gets back the rest of what it was charged. A request
+    /// that fails or is aborted keeps its whole charge.
+    pub fn settle(&mut self, tokens: u64) {
+        if let Some(charge) = self.tokens.take() {
+            charge.settle(tokens);
+        }
+    }
 }
 
 /// Checks the tenant's concurrency and token limits. `tokens`: prompt tokens
@@ -38,13 +51,14 @@ fn admit(state: &AppState, tenant: &str, tokens: u64) -> Result<Admission, ApiEr
         .limits
         .try_acquire(tenant)
         .map_err(|e| refuse(state, tenant, e))?;
-    state
+    let tokens = state
         .limits
         .check_tokens(tenant, tokens)
         .map_err(|e| refuse(state, tenant, e))?;
     Ok(Admission {
         _permit: permit,
         _running: state.metrics.running(tenant),
+        tokens,
     })
 }
 

@@ -1,9 +1,11 @@
-//! Per-tenant limits: requests per minute, tokens per minute (both GCRA
-//! limiters from `governor`) and concurrent requests (a semaphore).
+//! Per-tenant limits: requests per minute (a GCRA limiter from `governor`), tokens
+//! per minute (a token bucket, which unlike governor's limiters can take back what a
+//! request did not use) and concurrent requests (a semaphore).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -38,7 +40,7 @@ pub struct LimitExceeded {
 
 struct TenantLimits {
     requests: Option<(u32, DefaultDirectRateLimiter)>,
-    tokens: Option<(u32, DefaultDirectRateLimiter)>,
+    tokens: Option<Arc<TokenBucket>>,
     concurrency: Option<(usize, Arc<Semaphore>)>,
 }
 
@@ -58,7 +60,10 @@ impl Limits {
             .map(|t| {
                 let limits = TenantLimits {
                     requests: t.requests_per_minute.and_then(per_minute),
-                    tokens: t.tokens_per_minute.and_then(per_minute),
+                    tokens: t
+                        .tokens_per_minute
+                        .filter(|&n| n > 0)
+                        .map(|n| Arc::new(TokenBucket::new(n))),
                     concurrency: t.max_concurrent.map(|n| (n, Arc::new(Semaphore::new(n)))),
                 };
                 (t.name.clone(), limits)
@@ -85,39 +90,39 @@ impl Limits {
         })
     }
 
-    /// Counts `tokens` against the tenant's tokens-per-minute limit.
-    pub fn check_tokens(&self, tenant: &str, tokens: u64) -> Result<(), LimitExceeded> {
-        let Some((limit, limiter)) = self.tenants.get(tenant).and_then(|t| t.tokens.as_ref())
-        else {
-            return Ok(());
+    /// Charges `tokens` to the tenant's tokens-per-minute limit; the charge can give
+    /// back what the request did not use. `None` when the tenant has no such limit.
+    pub fn check_tokens(
+        &self,
+        tenant: &str,
+        tokens: u64,
+    ) -> Result<Option<TokenCharge>, LimitExceeded> {
+        let Some(bucket) = self.tenants.get(tenant).and_then(|t| t.tokens.as_ref()) else {
+            return Ok(None);
         };
-        let too_large = || {
-            LimitExceeded {
-            kind: LimitKind::Tokens,
-            message: format!(
-                "Request too large: it needs {tokens} tokens (prompt plus max_tokens for every choice) \
-                 but tenant `{tenant}` may use {limit} tokens per minute."
-            ),
-            retry_after_secs: 60,
+        let limit = bucket.limit;
+        if tokens > u64::from(limit) {
+            return Err(LimitExceeded {
+                kind: LimitKind::Tokens,
+                message: format!(
+                    "Request too large: it needs {tokens} tokens (prompt plus max_tokens for every choice) \
+                     but tenant `{tenant}` may use {limit} tokens per minute."
+                ),
+                retry_after_secs: 60,
+            });
         }
-        };
-        let Some(n) = u32::try_from(tokens).ok().and_then(NonZeroU32::new) else {
-            return if tokens == 0 {
-                Ok(())
-            } else {
-                Err(too_large())
-            };
-        };
-        match limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(LimitExceeded {
+        match bucket.take(tokens) {
+            Ok(()) => Ok(Some(TokenCharge {
+                bucket: bucket.clone(),
+                charged: tokens,
+            })),
+            Err(wait) => Err(LimitExceeded {
                 kind: LimitKind::Tokens,
                 message: format!(
                     "Rate limit reached: tenant `{tenant}` may use {limit} tokens per minute."
                 ),
-                retry_after_secs: ceil_secs(not_until.wait_time_from(self.clock.now())),
+                retry_after_secs: ceil_secs(wait),
             }),
-            Err(_) => Err(too_large()),
         }
     }
 
@@ -145,7 +150,69 @@ impl Limits {
     }
 }
 
-fn ceil_secs(wait: std::time::Duration) -> u64 {
+/// `limit` tokens that refill at `limit` per minute, continuously, up to `limit`.
+#[derive(Debug)]
+struct TokenBucket {
+    limit: u32,
+    /// Tokens available, as of an instant.
+    state: parking_lot::Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            state: parking_lot::Mutex::new((f64::from(limit), Instant::now())),
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        f64::from(self.limit) / 60.0
+    }
+
+    /// Available tokens now, refilled since the last look.
+    fn refilled(&self, state: &mut (f64, Instant)) -> f64 {
+        let now = Instant::now();
+        let refill = now.duration_since(state.1).as_secs_f64() * self.per_second();
+        *state = ((state.0 + refill).min(f64::from(self.limit)), now);
+        state.0
+    }
+
+    /// Takes `n` (at most `limit`), or says how long until they are there.
+    fn take(&self, n: u64) -> Result<(), Duration> {
+        let mut state = self.state.lock();
+        let available = self.refilled(&mut state);
+        let n = n as f64;
+        if n <= available {
+            state.0 -= n;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((n - available) / self.per_second()))
+        }
+    }
+
+    fn give_back(&self, n: u64) {
+        let mut state = self.state.lock();
+        self.refilled(&mut state);
+        state.0 = (state.0 + n as f64).min(f64::from(self.limit));
+    }
+}
+
+/// Tokens charged to a tenant for one request, until it settles.
+#[derive(Debug)]
+pub struct TokenCharge {
+    bucket: Arc<TokenBucket>,
+    charged: u64,
+}
+
+impl TokenCharge {
+    /// Gives back what the request did not use of what it was charged.
+    pub fn settle(self, used: u64) {
+        self.bucket.give_back(self.charged.saturating_sub(used));
+    }
+}
+
+fn ceil_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }
@@ -208,6 +275,20 @@ mod tests {
         );
         assert!(limits.check_tokens("t", u64::MAX).is_err());
         limits.check_tokens("t", 100).unwrap();
+    }
+
+    #[test]
+    fn tokens_a_request_did_not_use_come_back() {
+        let limits = Limits::new(&[tenant(None, Some(100), None)]);
+        let charge = limits
+            .check_tokens("t", 60)
+            .unwrap()
+            .expect("a limited tenant");
+        assert!(limits.check_tokens("t", 50).is_err());
+        // It used 10 of its 60.
+        charge.settle(10);
+        limits.check_tokens("t", 90).unwrap();
+        assert!(limits.check_tokens("t", 20).is_err());
     }
 
     #[test]

@@ -69,7 +69,7 @@ struct Driver<W> {
     prompt_tokens: usize,
     policy: String,
     deadline: Option<Deadline>,
-    _admission: Admission,
+    admission: Admission,
 }
 
 pub fn stream_response<W: ChunkWriter>(spec: StreamSpec<W>) -> Response {
@@ -101,7 +101,7 @@ pub fn stream_response<W: ChunkWriter>(spec: StreamSpec<W>) -> Response {
         prompt_tokens,
         policy,
         deadline,
-        _admission: admission,
+        admission,
     };
     let stream = futures::stream::unfold(driver, move |mut driver| {
         let span = span.clone();
@@ -161,6 +161,16 @@ impl<W: ChunkWriter> Driver<W> {
             .guards
             .iter()
             .all(|(c, _)| self.finished.get(*c).is_some_and(Option::is_some));
+        if all_done {
+            let completion: usize = self
+                .finished
+                .iter()
+                .flatten()
+                .map(|f| f.usage.completion_tokens)
+                .sum();
+            self.admission
+                .settle((self.prompt_tokens + completion) as u64);
+        }
         let summary = all_done.then(|| {
             RoutingSummary::from_stats(
                 &self.policy,

@@ -1096,6 +1096,53 @@ async fn a_refused_request_costs_the_tenant_no_tokens() {
 }
 
 #[tokio::test]
+async fn tokens_a_finished_request_did_not_use_go_back_to_the_tenant() {
+    let limited = |name: &str, key: &str| TenantConfig {
+        tokens_per_minute: Some(40),
+        ..TenantConfig::new(name, key)
+    };
+    let server = Server::start(
+        tenants(vec![limited("a", "sk-a"), limited("b", "sk-b")]),
+        Duration::ZERO,
+    )
+    .await;
+    // Charged 3 + 30; the reply is 11 tokens, so 19 come back: 26 left, enough
+    // for 3 + 20 (7 without the refund). Tenant a not streamed, b streamed.
+    for (key, stream) in [("sk-a", false), ("sk-b", true)] {
+        for max_tokens in [30, 20] {
+            let request = json!({"prompt": "hi", "max_tokens": max_tokens, "stream": stream});
+            let response = server
+                .post("/v1/completions")
+                .bearer_auth(key)
+                .json(&request)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "stream {stream}, {max_tokens}"
+            );
+            response.bytes().await.unwrap();
+        }
+        // Both settled at 14 used: 40 - 28 = 12 left (plus a few ms of refill),
+        // short of 3 + 20.
+        let refused = server
+            .post("/v1/completions")
+            .bearer_auth(key)
+            .json(&json!({"prompt": "hi", "max_tokens": 20}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "stream {stream}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_timeout_past_any_instant_never_fires() {
     let server = Server::configured(|c| c.request_timeout_secs = Some(u64::MAX)).await;
     let (status, body) = send_json(

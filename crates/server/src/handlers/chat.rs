@@ -118,7 +118,7 @@ async fn handle(
         .max_tokens
         .unwrap_or_else(|| rest_of_context(state.backend.max_model_len(), prompt.len()));
     let prompt_tokens = prompt.len();
-    let (admission, mut jobs) = start(
+    let (mut admission, mut jobs) = start(
         &state,
         &ctx,
         std::slice::from_ref(&prompt),
@@ -165,6 +165,11 @@ async fn handle(
     }
 
     let outputs = collect_all(&mut jobs, deadline).await?;
+    let completion_tokens: usize = outputs
+        .iter()
+        .map(|o| o.finished.usage.completion_tokens)
+        .sum();
+    admission.settle((prompt_tokens + completion_tokens) as u64);
     drop(admission);
     let codec = state.backend.codec();
     let choices = jobs
@@ -185,10 +190,6 @@ async fn handle(
             stop_reason: output.finished.stop_string.clone(),
         })
         .collect();
-    let completion_tokens = outputs
-        .iter()
-        .map(|o| o.finished.usage.completion_tokens)
-        .sum();
     let response = ChatResponse {
         id: ctx.id,
         object: CHAT_OBJECT,

@@ -84,7 +84,7 @@ async fn handle(
     sampling.max_tokens = checked.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     let prompt_tokens: usize = prompts.iter().map(|(ids, _)| ids.len()).sum();
     let ids: Vec<Vec<u32>> = prompts.iter().map(|(ids, _)| ids.clone()).collect();
-    let (admission, mut jobs) = start(&state, &ctx, &ids, &sampling, &routing, n)?;
+    let (mut admission, mut jobs) = start(&state, &ctx, &ids, &sampling, &routing, n)?;
     tracing::info!(
         prompts = prompts.len(),
         n,
@@ -136,6 +136,11 @@ async fn handle(
     }
 
     let outputs = collect_all(&mut jobs, deadline).await?;
+    let completion_tokens: usize = outputs
+        .iter()
+        .map(|o| o.finished.usage.completion_tokens)
+        .sum();
+    admission.settle((prompt_tokens + completion_tokens) as u64);
     drop(admission);
     let codec = state.backend.codec();
     let choices = jobs
@@ -158,10 +163,6 @@ async fn handle(
             }
         })
         .collect();
-    let completion_tokens = outputs
-        .iter()
-        .map(|o| o.finished.usage.completion_tokens)
-        .sum();
     let response = CompletionResponse {
         id: ctx.id,
         object: COMPLETION_OBJECT,
