@@ -186,7 +186,8 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     /// Requests that may wait beyond the running ones: a request arriving when
     /// `max_num_seqs + max_waiting_requests` are already in the engine is refused with
-    /// 503 and `Retry-After` (SGLang's `max_queued_requests`).
+    /// 503 and `Retry-After` (SGLang's `max_queued_requests`); `max_num_seqs` is the
+    /// larger of the two models' when a model section sets its own.
     #[serde(default = "default_max_waiting_requests")]
     pub max_waiting_requests: usize,
     /// Longest prompt + completion; defaults to the smaller model's limit.

@@ -152,6 +152,9 @@ impl Engine {
             speculative_disable_by_batch_size: config.speculative_disable_by_batch_size,
             long_prefill_token_threshold: config.long_prefill_token_threshold,
         };
+        // The larger model queue (a model section may set its own max_num_seqs, as a
+        // remote tier's steps in flight do).
+        let running = sched_config.max_num_seqs.into_iter().max().unwrap_or(1);
         tracing::info!(
             slm_blocks = num_blocks[0],
             llm_blocks = num_blocks[1],
@@ -195,11 +198,7 @@ impl Engine {
             commands: tx,
             info,
             metrics,
-            slots: QueueSlots::new(
-                config
-                    .max_num_seqs
-                    .saturating_add(config.max_waiting_requests),
-            ),
+            slots: QueueSlots::new(running.saturating_add(config.max_waiting_requests)),
             thread: Arc::new(thread),
         })
     }
