@@ -139,7 +139,11 @@ pub fn start(
                 routing: routing.clone(),
                 arrival: ctx.arrival,
             };
-            state.backend.validate(&request)?;
+            // The choices of a prompt differ only in their seed, which any value may
+            // be: the first stands for all of them.
+            if i == 0 {
+                state.backend.validate(&request)?;
+            }
             // Prompt tokens once per prompt, completion tokens per choice.
             let tokens = if i == 0 { prompt_ids.len() } else { 0 } + request.sampling.max_tokens;
             cost = cost.saturating_add(tokens as u64);
@@ -198,6 +202,14 @@ fn display_id(ctx: &RequestCtx, choice: usize, total: usize) -> String {
 /// The engine's id for a choice: its display id under its tenant's name.
 fn engine_id(ctx: &RequestCtx, choice: usize, total: usize) -> String {
     format!("{}/{}", ctx.tenant.0, display_id(ctx, choice, total))
+}
+
+/// Completion tokens over a request's finished choices (its `usage`).
+pub fn completion_tokens<'a>(finished: impl IntoIterator<Item = &'a Finished>) -> usize {
+    finished
+        .into_iter()
+        .map(|f| f.usage.completion_tokens)
+        .sum()
 }
 
 /// The full output of one choice.

@@ -103,28 +103,27 @@ pub fn router_with_backend(
         .with_state(state))
 }
 
-/// Binds `host:port` and serves the engine until `shutdown` resolves (see [`serve_app`]).
+/// Binds `host:port` and serves the engine until `shutdown` resolves (see [`serve_app`])
+/// or the engine thread ends; `EngineStopped` when it has ended by the time the server
+/// stops, so shut the engine down only after this returns.
 pub async fn serve(
     engine: EngineHandle,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let watched = engine.clone();
-    let app = router(engine, &config)?;
+    let app = router(engine.clone(), &config)?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     // A server whose engine died only fails requests: stop taking them and return an
     // error, so the process exits non-zero and its supervisor restarts it.
-    let engine_died = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let died = engine_died.clone();
+    let watched = engine.clone();
     let stop = async move {
         tokio::select! {
             () = shutdown => {}
             () = engine_stopped(&watched) => {
                 tracing::error!("the engine thread has stopped: refusing new connections and exiting");
-                died.store(true, std::sync::atomic::Ordering::Release);
             }
         }
     };
@@ -135,7 +134,8 @@ pub async fn serve(
         stop,
     )
     .await?;
-    if engine_died.load(std::sync::atomic::Ordering::Acquire) {
+    // The caller shuts the engine down only after this returns: stopped now, it died.
+    if !engine.is_running() {
         return Err(ServerError::EngineStopped);
     }
     Ok(())

@@ -17,7 +17,9 @@ use tokio_stream::StreamMap;
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::generation::{ended_early, timed_out, AbortGuard, Admission, Deadline, Job};
+use crate::generation::{
+    completion_tokens, ended_early, timed_out, AbortGuard, Admission, Deadline, Job,
+};
 use crate::protocol::{RoutingSummary, UsageOut};
 
 /// Writes one endpoint's chunk shapes.
@@ -161,13 +163,8 @@ impl<W: ChunkWriter> Driver<W> {
             .guards
             .iter()
             .all(|(c, _)| self.finished.get(*c).is_some_and(Option::is_some));
-        if all_done {
-            let completion: usize = self
-                .finished
-                .iter()
-                .flatten()
-                .map(|f| f.usage.completion_tokens)
-                .sum();
+        let completion = all_done.then(|| completion_tokens(self.finished.iter().flatten()));
+        if let Some(completion) = completion {
             self.admission
                 .settle((self.prompt_tokens + completion) as u64);
         }
@@ -180,13 +177,7 @@ impl<W: ChunkWriter> Driver<W> {
         if self.include_usage {
             self.pending
                 .push_back(self.writer.finish(choice, &finished, None));
-            if let Some(summary) = summary.clone() {
-                let completion = self
-                    .finished
-                    .iter()
-                    .flatten()
-                    .map(|f| f.usage.completion_tokens)
-                    .sum();
+            if let (Some(summary), Some(completion)) = (summary.clone(), completion) {
                 self.pending.push_back(
                     self.writer
                         .usage(UsageOut::new(self.prompt_tokens, completion), summary),

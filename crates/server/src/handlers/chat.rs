@@ -12,7 +12,7 @@ use super::{check_common, in_request_span, CommonFields};
 use crate::auth::Tenant;
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::generation::{collect_all, start, Deadline, RequestCtx};
+use crate::generation::{collect_all, completion_tokens, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
 use crate::params::{chat_turns, SamplingInput};
@@ -165,10 +165,7 @@ async fn handle(
     }
 
     let outputs = collect_all(&mut jobs, deadline).await?;
-    let completion_tokens: usize = outputs
-        .iter()
-        .map(|o| o.finished.usage.completion_tokens)
-        .sum();
+    let completion_tokens = completion_tokens(outputs.iter().map(|o| &o.finished));
     admission.settle((prompt_tokens + completion_tokens) as u64);
     drop(admission);
     let codec = state.backend.codec();
