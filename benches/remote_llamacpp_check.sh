@@ -33,14 +33,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-wait_healthy() {
-    for _ in $(seq 120); do
-        curl -sf "localhost:$1/health" >/dev/null && return 0
-        sleep 1
-    done
-    echo "no server on port $1" >&2
-    exit 1
-}
+# shellcheck source=benches/wait_healthy.sh
+source "$ROOT/benches/wait_healthy.sh"
 
 REQUEST='{"messages":[{"role":"user","content":"Write three short paragraphs about the sea."}],"max_tokens":160,"temperature":0}'
 OUT="$(mktemp -d)"

@@ -46,7 +46,9 @@ EOF
 target/release/glimp serve --config "$OUT/soak.toml" --port "$PORT" >"$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 120); do curl -sf "$URL/health" >/dev/null && break; sleep 1; done
+# shellcheck source=benches/wait_healthy.sh
+source "$ROOT/benches/wait_healthy.sh"
+wait_healthy "$PORT"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 
 loadtest() {
