@@ -173,7 +173,7 @@ pub struct EngineConfig {
     #[serde(default = "default_dtype")]
     pub dtype: DTypeName,
     /// Where local models run: "cpu", or "cuda" / "cuda:N" in a build with
-    /// the `cuda` feature (`--features glimprouter-models/cuda`).
+    /// the `cuda` feature (`cargo build -p glimprouter-cli --features cuda`).
     #[serde(default = "default_device")]
     pub device: String,
     #[serde(default = "default_block_size")]
@@ -316,25 +316,8 @@ impl EngineConfig {
 
     /// The candle device `device` names.
     pub fn candle_device(&self) -> Result<candle_core::Device, String> {
-        let ordinal = match self.device.as_str() {
-            "cpu" => return Ok(candle_core::Device::Cpu),
-            "cuda" => Some(0),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok()),
-        };
-        let Some(ordinal) = ordinal else {
-            return Err(format!(
-                "engine.device must be \"cpu\", \"cuda\" or \"cuda:N\", got {:?}",
-                self.device
-            ));
-        };
-        candle_core::Device::new_cuda(ordinal).map_err(|e| {
-            format!(
-                "engine.device = {:?}: {e} (CUDA needs a build with --features glimprouter-models/cuda)",
-                self.device
-            )
-        })
+        glimprouter_models::device::parse_device(&self.device)
+            .map_err(|e| format!("engine.device {e}"))
     }
 
     /// Whether each model (by `Model::idx`) is remote.
@@ -392,11 +375,14 @@ mod tests {
         let mut c = EngineConfig::for_models("s", "l");
         assert!(c.candle_device().unwrap().is_cpu());
         c.device = "gpu".into();
-        assert!(c.candle_device().unwrap_err().contains("\"cuda:N\""));
+        assert!(c
+            .candle_device()
+            .unwrap_err()
+            .starts_with("engine.device must be"));
         c.device = "cuda:1".into();
         if !candle_core::utils::cuda_is_available() {
             let err = c.candle_device().unwrap_err();
-            assert!(err.contains("--features glimprouter-models/cuda"), "{err}");
+            assert!(err.contains("--features cuda"), "{err}");
         }
     }
 

@@ -75,7 +75,7 @@ fn setup() -> Setup {
     let blocks_per_seq = (CONTEXT + 1).div_ceil(BLOCK);
     let opts = LoadOptions {
         dtype: DType::F32,
-        device: Device::Cpu,
+        device: glimprouter_models::device::test_device(),
         block_size: BLOCK,
         num_blocks: blocks_per_seq * 64,
     };
@@ -131,7 +131,7 @@ fn try_gguf_setup(src: &Path) -> anyhow::Result<GgufModels> {
     // become resident only once written, which a load does not do.
     let opts = LoadOptions {
         dtype: DType::F32,
-        device: Device::Cpu,
+        device: glimprouter_models::device::test_device(),
         block_size: BLOCK,
         num_blocks: (CONTEXT + 1).div_ceil(BLOCK) * GGUF_BATCHES[GGUF_BATCHES.len() - 1],
     };

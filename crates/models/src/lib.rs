@@ -11,6 +11,7 @@ pub mod attention_cpu;
 mod attention_cpu_tile;
 mod batch_meta;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod gguf;
 pub mod gguf_convert;

@@ -7,9 +7,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use common::{max_abs_diff, Reference};
 use glimprouter_core::{BatchRow, ModelBatch, RowKind};
+use glimprouter_models::device::test_device;
 use glimprouter_models::{Arch, AttentionBackend, LoadOptions, ModelRunner};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -92,7 +93,7 @@ fn run_scenario(
     let num_blocks = 64usize.div_ceil(block_size) * 4 + 8;
     let opts = LoadOptions {
         dtype: DType::F32,
-        device: Device::Cpu,
+        device: test_device(),
         block_size,
         num_blocks,
     };
@@ -191,7 +192,7 @@ fn logits_depend_on_context() {
     let dir = common::make(Arch::Qwen3);
     let opts = LoadOptions {
         dtype: DType::F32,
-        device: Device::Cpu,
+        device: test_device(),
         block_size: 4,
         num_blocks: 16,
     };
@@ -250,7 +251,7 @@ fn bf16_close_to_f32() {
     let run = |dtype| {
         let opts = LoadOptions {
             dtype,
-            device: Device::Cpu,
+            device: test_device(),
             block_size: 5,
             num_blocks: 8,
         };
@@ -322,7 +323,7 @@ fn sliding_window_backends_agree() {
     };
     let opts = LoadOptions {
         dtype: DType::F32,
-        device: Device::Cpu,
+        device: test_device(),
         block_size: 4,
         num_blocks: 4,
     };

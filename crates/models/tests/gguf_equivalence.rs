@@ -35,6 +35,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
 use common::{logits_of, max_abs_diff};
 use glimprouter_core::{BatchRow, ModelBatch, RowKind};
+use glimprouter_models::device::test_device;
 use glimprouter_models::gguf_convert::{write_gguf, GgufTypes};
 use glimprouter_models::{make_model, test_files, Arch, LoadOptions, MakeModelSpec, ModelRunner};
 
@@ -134,7 +135,7 @@ fn run_against_reference(
     let per_seq = max_len.div_ceil(block_size);
     let opts = LoadOptions {
         dtype: DType::F32,
-        device: Device::Cpu,
+        device: test_device(),
         block_size,
         num_blocks: per_seq * prompts.len(),
     };
@@ -373,7 +374,7 @@ fn bf16_activations_stay_close_to_f32() {
     let run = |dtype| {
         let opts = LoadOptions {
             dtype,
-            device: Device::Cpu,
+            device: test_device(),
             block_size: 16,
             num_blocks: 2,
         };

@@ -31,6 +31,7 @@ pub fn config(pair: &Pair) -> EngineConfig {
     c.slm.kv_cache_mb = 8;
     c.llm.kv_cache_mb = 8;
     c.max_num_batched_tokens = 512;
+    c.device = glimprouter_models::device::test_device_name();
     c
 }
 

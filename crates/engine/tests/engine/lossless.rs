@@ -39,7 +39,7 @@ fn first_token_with_speculation_follows_the_llm_softmax() {
     // The LLM's own distribution for the first token, computed directly.
     let opts = LoadOptions {
         dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
+        device: glimprouter_models::device::test_device(),
         block_size: 16,
         num_blocks: 8,
     };
