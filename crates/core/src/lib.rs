@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod block_pool;
 pub mod block_table;
+pub mod logits_processors;
 pub mod params;
 pub mod prefix_hash;
 pub mod routing;

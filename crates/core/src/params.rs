@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Model;
+use crate::{Model, TokenId};
 
 /// How tokens are drawn from a model's logits. Defaults match OpenAI/vLLM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,24 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
     /// Return the log-probability of each sampled token and this many alternatives.
     pub logprobs: Option<usize>,
+    /// Subtracted once from the logit of every token the output holds (OpenAI's and
+    /// vLLM's `presence_penalty`); 0 = off.
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit per occurrence in the output; 0 = off.
+    pub frequency_penalty: f32,
+    /// vLLM's `repetition_penalty`: the logit of every token in the prompt or the
+    /// output is divided by it when positive, multiplied by it when not; 1 = off.
+    pub repetition_penalty: f32,
+    /// Added to a token's logit before anything else (`logit_bias`), by token id.
+    pub logit_bias: Vec<(TokenId, f32)>,
+    /// Only these tokens may be sampled (vLLM's `allowed_token_ids`); empty = all.
+    pub allowed_token_ids: Vec<TokenId>,
+    /// Before this many output tokens, EOS (unless `ignore_eos`) and `stop_token_ids`
+    /// cannot be sampled and stop strings do not match (vLLM's `min_tokens`).
+    pub min_tokens: usize,
+    /// Generation stops after any of these tokens, which stays in the output's
+    /// token ids but not in its text, as EOS does (vLLM's `stop_token_ids`).
+    pub stop_token_ids: Vec<TokenId>,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +57,13 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            logit_bias: Vec::new(),
+            allowed_token_ids: Vec::new(),
+            min_tokens: 0,
+            stop_token_ids: Vec::new(),
         }
     }
 }

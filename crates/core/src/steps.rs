@@ -105,6 +105,9 @@ pub struct TextWatcher {
     steps: usize,
     in_answer: bool,
     stopped: bool,
+    /// Stop strings may end the sequence (off before `min_tokens`); they are
+    /// scanned either way, so one completed after it turns on is found.
+    stops_active: bool,
 }
 
 impl TextWatcher {
@@ -120,7 +123,15 @@ impl TextWatcher {
             steps: 0,
             in_answer: false,
             stopped: false,
+            stops_active: true,
         }
+    }
+
+    /// Whether a stop string completed by the next pushes ends the sequence
+    /// (vLLM checks none before `min_tokens` output tokens). Text that may
+    /// begin a stop string is held back either way.
+    pub fn set_stops_active(&mut self, active: bool) {
+        self.stops_active = active;
     }
 
     /// The watcher a request's parameters ask for.
@@ -166,6 +177,9 @@ impl TextWatcher {
                     }
                 }
             }
+        }
+        if !self.stops_active {
+            stop_hit = None;
         }
         let limit = stop_hit.map_or(usize::MAX, |(end, _, _)| end);
 
@@ -317,6 +331,18 @@ mod tests {
         let mut w = watcher(&[]);
         let ev = w.push("x</think>\n\n");
         assert!(!ev.step_end && ev.answer_started);
+    }
+
+    #[test]
+    fn inactive_stops_are_still_scanned_and_end_the_text_once_active() {
+        let mut w = TextWatcher::new("", None, &["END".to_string()]);
+        w.set_stops_active(false);
+        let ev = w.push("a END b E");
+        assert_eq!((ev.stop, ev.emit.as_str()), (None, "a END b "));
+        w.set_stops_active(true);
+        // Completed after activation, begun before: it counts.
+        let ev = w.push("ND c");
+        assert_eq!((ev.stop, ev.emit.as_str()), (Some(0), ""));
     }
 
     #[test]

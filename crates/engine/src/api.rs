@@ -87,11 +87,20 @@ pub struct RoutingStats {
     pub accepted_draft_tokens: usize,
 }
 
+/// What ended a choice that stopped for a reason other than EOS: vLLM's
+/// `stop_reason`, a stop string or a token of `stop_token_ids`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StopReason {
+    String(String),
+    TokenId(TokenId),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     pub reason: FinishReason,
-    /// The stop string that ended generation, if any.
-    pub stop_string: Option<String>,
+    /// The stop string or stop token that ended generation, if any.
+    pub stop_reason: Option<StopReason>,
     pub usage: Usage,
     pub routing: RoutingStats,
 }

@@ -14,7 +14,7 @@ use glimprouter_models::ModelTokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{
-    FinishReason, Finished, RoutingStats, StreamEvent, TokenDelta, TokenLogprob, Usage,
+    FinishReason, Finished, RoutingStats, StopReason, StreamEvent, TokenDelta, TokenLogprob, Usage,
 };
 use crate::detokenize::IncrementalDecoder;
 use crate::metrics::EngineMetrics;
@@ -53,7 +53,7 @@ pub(crate) struct RequestState {
     /// Deltas of an SLM step not yet judged (judge policies hold them back).
     pub held_deltas: Vec<TokenDelta>,
     /// The SLM's step ended the request (EOS, stop, length), pending its judgement.
-    pub pending_finish: Option<(FinishReason, Option<String>)>,
+    pub pending_finish: Option<(FinishReason, Option<StopReason>)>,
     pub stats: RoutingStats,
     pub arrival: Instant,
     pub first_scheduled: Option<Instant>,
@@ -70,7 +70,7 @@ pub(crate) struct TokenVerdict {
     pub kept: usize,
     pub step_end: bool,
     pub answer_started: bool,
-    pub finish: Option<(FinishReason, Option<String>)>,
+    pub finish: Option<(FinishReason, Option<StopReason>)>,
 }
 
 impl RequestState {
@@ -158,7 +158,8 @@ impl RequestState {
                 });
             }
             let is_eos = !self.sampling.ignore_eos && self.eos.contains(&tok);
-            let piece = if is_eos {
+            let stop_token = !is_eos && self.sampling.stop_token_ids.contains(&tok);
+            let piece = if is_eos || stop_token {
                 String::new()
             } else {
                 self.text
@@ -167,15 +168,18 @@ impl RequestState {
                     .unwrap_or_default()
             };
             self.text.output_len = self.output.len();
-            let ev = self.text.watcher.push(&piece);
+            let watcher = &mut self.text.watcher;
+            watcher.set_stops_active(self.output.len() >= self.sampling.min_tokens);
+            let ev = watcher.push(&piece);
             text.push_str(&ev.emit);
             if let Some(i) = ev.stop {
-                let stop = self.sampling.stop.get(i).cloned();
+                let stop = self.sampling.stop.get(i).cloned().map(StopReason::String);
                 verdict.finish = Some((FinishReason::Stop, stop));
                 break;
             }
-            if is_eos {
-                verdict.finish = Some((FinishReason::Stop, None));
+            if is_eos || stop_token {
+                let stop = stop_token.then_some(StopReason::TokenId(tok));
+                verdict.finish = Some((FinishReason::Stop, stop));
                 break;
             }
             if self.output.len() >= self.sampling.max_tokens {
@@ -261,7 +265,7 @@ impl RequestState {
     pub fn finish(
         &mut self,
         reason: FinishReason,
-        stop_string: Option<String>,
+        stop_reason: Option<StopReason>,
         metrics: &EngineMetrics,
     ) {
         if self.finished {
@@ -286,7 +290,7 @@ impl RequestState {
         };
         let _ = self.events.send(StreamEvent::Finished(Finished {
             reason,
-            stop_string,
+            stop_reason,
             usage,
             routing: self.stats.clone(),
         }));

@@ -53,13 +53,10 @@ pub fn check_request(request: &GenerateRequest, limits: &Limits) -> Result<(), E
     if request.sampling.max_tokens == 0 {
         return Err(invalid("max_tokens", "`max_tokens` must be at least 1, got 0.").into());
     }
+    check_token_fields(&request.sampling, limits.vocab_size)?;
     check_routing(&request.routing, limits.remote)?;
-    if limits.remote.contains(&true) && request.sampling.logprobs.is_some() {
-        return Err(invalid(
-            "logprobs",
-            "logprobs are not available while a model tier is remote.",
-        )
-        .into());
+    if limits.remote.contains(&true) {
+        check_sampling_with_remote(&request.sampling)?;
     }
     check_length(
         request.prompt_ids.len(),
@@ -128,6 +125,66 @@ pub fn check_sampling(s: &SamplingParams) -> Result<(), Invalid> {
     }
     if s.stop.iter().any(String::is_empty) {
         return Err(invalid("stop", "`stop` strings must not be empty."));
+    }
+    for (param, value) in [
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+    ] {
+        if !(-2.0..=2.0).contains(&value) {
+            return Err(invalid(
+                param,
+                format!("`{param}` must be in [-2, 2], got {value}."),
+            ));
+        }
+    }
+    if !(s.repetition_penalty.is_finite() && s.repetition_penalty > 0.0) {
+        return Err(invalid(
+            "repetition_penalty",
+            format!(
+                "`repetition_penalty` must be a number above 0, got {}.",
+                s.repetition_penalty
+            ),
+        ));
+    }
+    if let Some(&(token, bias)) = s
+        .logit_bias
+        .iter()
+        .find(|(_, b)| !(-100.0..=100.0).contains(b))
+    {
+        return Err(invalid(
+            "logit_bias",
+            format!("`logit_bias` values must be in [-100, 100], got {bias} for token {token}."),
+        ));
+    }
+    Ok(())
+}
+
+/// The token ids a request names (`logit_bias`, `allowed_token_ids`,
+/// `stop_token_ids`) in the vocabulary, and `min_tokens` within `max_tokens`.
+pub fn check_token_fields(s: &SamplingParams, vocab_size: usize) -> Result<(), Invalid> {
+    let fields: [(&'static str, Vec<TokenId>); 3] = [
+        ("logit_bias", s.logit_bias.iter().map(|&(t, _)| t).collect()),
+        ("allowed_token_ids", s.allowed_token_ids.clone()),
+        ("stop_token_ids", s.stop_token_ids.clone()),
+    ];
+    for (param, ids) in fields {
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(invalid(
+                param,
+                format!(
+                    "`{param}` holds token id {id}, out of the vocabulary (size {vocab_size})."
+                ),
+            ));
+        }
+    }
+    if s.min_tokens > s.max_tokens {
+        return Err(invalid(
+            "min_tokens",
+            format!(
+                "`min_tokens` ({}) must be at most `max_tokens` ({}).",
+                s.min_tokens, s.max_tokens
+            ),
+        ));
     }
     Ok(())
 }
@@ -216,6 +273,33 @@ pub fn check_routing_with_remote(
     Ok(())
 }
 
+/// What a remote tier cannot do: it returns sampled text, not logits, so neither
+/// logprobs nor this request's changes to the logits can be applied to its tokens.
+pub fn check_sampling_with_remote(s: &SamplingParams) -> Result<(), Invalid> {
+    if s.logprobs.is_some() {
+        return Err(invalid(
+            "logprobs",
+            "logprobs are not available while a model tier is remote.",
+        ));
+    }
+    let on = [
+        ("presence_penalty", s.presence_penalty != 0.0),
+        ("frequency_penalty", s.frequency_penalty != 0.0),
+        ("repetition_penalty", s.repetition_penalty != 1.0),
+        ("logit_bias", !s.logit_bias.is_empty()),
+        ("allowed_token_ids", !s.allowed_token_ids.is_empty()),
+        ("min_tokens", s.min_tokens > 0),
+        ("stop_token_ids", !s.stop_token_ids.is_empty()),
+    ];
+    if let Some((param, _)) = on.iter().find(|(_, on)| *on) {
+        return Err(invalid(
+            param,
+            format!("`{param}` is not available while a model tier is remote: its tokens are sampled there."),
+        ));
+    }
+    Ok(())
+}
+
 /// A prompt that leaves room for `max_tokens` in the context (vLLM's wording on
 /// overflow).
 pub fn check_length(
@@ -267,6 +351,7 @@ mod tests {
             return "prompt".into();
         }
         let first = check_sampling(&r.sampling)
+            .and_then(|()| check_token_fields(&r.sampling, limits.vocab_size))
             .and_then(|()| check_routing(&r.routing, limits.remote))
             .err();
         let refused = check_request(r, limits);
@@ -291,6 +376,42 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_tier_refuses_what_would_change_its_logits() {
+        type Set = Box<dyn Fn(&mut SamplingParams)>;
+        let cases: Vec<(&str, Set)> = vec![
+            ("logprobs", Box::new(|s| s.logprobs = Some(0))),
+            ("presence_penalty", Box::new(|s| s.presence_penalty = 1.0)),
+            (
+                "repetition_penalty",
+                Box::new(|s| s.repetition_penalty = 1.1),
+            ),
+            ("logit_bias", Box::new(|s| s.logit_bias = vec![(1, 1.0)])),
+            ("min_tokens", Box::new(|s| s.min_tokens = 1)),
+            ("stop_token_ids", Box::new(|s| s.stop_token_ids = vec![1])),
+        ];
+        let remote = Limits {
+            remote: [false, true],
+            ..LIMITS
+        };
+        for (param, set) in cases {
+            let mut r = request();
+            set(&mut r.sampling);
+            assert_eq!(
+                check_request(&r, &LIMITS),
+                Ok(()),
+                "{param} is fine locally"
+            );
+            let err = check_sampling_with_remote(&r.sampling).unwrap_err();
+            assert_eq!(err.param, param);
+            assert!(check_request(&r, &remote).is_err());
+        }
+        assert_eq!(
+            check_sampling_with_remote(&SamplingParams::default()),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn each_rule_names_its_parameter() {
         type Break = Box<dyn Fn(&mut GenerateRequest)>;
         let cases: Vec<(&str, Break)> = vec![
@@ -308,6 +429,35 @@ mod tests {
             ("logprobs", Box::new(|r| r.sampling.logprobs = Some(21))),
             ("stop", Box::new(|r| r.sampling.stop = vec![String::new()])),
             ("stop", Box::new(|r| r.sampling.stop = vec!["x".into(); 17])),
+            (
+                "presence_penalty",
+                Box::new(|r| r.sampling.presence_penalty = 2.5),
+            ),
+            (
+                "frequency_penalty",
+                Box::new(|r| r.sampling.frequency_penalty = f32::NAN),
+            ),
+            (
+                "repetition_penalty",
+                Box::new(|r| r.sampling.repetition_penalty = 0.0),
+            ),
+            (
+                "logit_bias",
+                Box::new(|r| r.sampling.logit_bias = vec![(1, 100.5)]),
+            ),
+            (
+                "logit_bias",
+                Box::new(|r| r.sampling.logit_bias = vec![(5, 1.0)]),
+            ),
+            (
+                "allowed_token_ids",
+                Box::new(|r| r.sampling.allowed_token_ids = vec![0, 7]),
+            ),
+            (
+                "stop_token_ids",
+                Box::new(|r| r.sampling.stop_token_ids = vec![5]),
+            ),
+            ("min_tokens", Box::new(|r| r.sampling.min_tokens = 5)),
             ("routing.tau", Box::new(|r| r.routing.tau = f32::NAN)),
             ("routing.random_p", Box::new(|r| r.routing.random_p = 2.0)),
             (

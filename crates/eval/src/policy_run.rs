@@ -286,7 +286,7 @@ mod tests {
     fn finished(steps: usize, llm_steps: usize, slm_tokens: usize, llm_tokens: usize) -> Finished {
         Finished {
             reason: FinishReason::Stop,
-            stop_string: None,
+            stop_reason: None,
             usage: Usage {
                 prompt_tokens: 5,
                 completion_tokens: slm_tokens + llm_tokens,

@@ -16,6 +16,7 @@ pub mod generation;
 pub mod handlers;
 pub mod json;
 pub mod limits;
+pub mod logits_fields;
 pub mod metrics;
 pub mod middleware;
 pub mod params;

@@ -97,6 +97,7 @@ pub fn check_sampling(input: SamplingInput) -> Result<Checked, ApiError> {
         stop: stop_strings(input.stop)?,
         ignore_eos: input.ignore_eos.unwrap_or(false),
         logprobs: logprobs.map(|l| l as usize),
+        ..defaults
     };
     validate::check_sampling(&sampling).map_err(|e| {
         let param = if e.param == "logprobs" {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use glimprouter_core::params::Policy;
 use glimprouter_core::{Model, RoutingParams};
 use glimprouter_engine::{
-    EngineError, FinishReason, Finished, GenerateRequest, RoutingStats, StreamEvent, TokenDelta,
-    TokenLogprob, Usage,
+    EngineError, FinishReason, Finished, GenerateRequest, RoutingStats, StopReason, StreamEvent,
+    TokenDelta, TokenLogprob, Usage,
 };
 use parking_lot::Mutex;
 use prometheus::proto::MetricFamily;
@@ -246,7 +246,7 @@ async fn generate(
         produced += 1;
         text.push(char::from(byte));
         if let Some(stop) = sampling.stop.iter().find(|s| text.ends_with(s.as_str())) {
-            finish = (FinishReason::Stop, Some(stop.clone()));
+            finish = (FinishReason::Stop, Some(StopReason::String(stop.clone())));
             break;
         }
         let logprobs = sampling.logprobs.map(|k| {
@@ -289,7 +289,7 @@ async fn generate(
     };
     let _ = events.send(StreamEvent::Finished(Finished {
         reason: finish.0,
-        stop_string: finish.1,
+        stop_reason: finish.1,
         usage: Usage {
             prompt_tokens: request.prompt_ids.len(),
             completion_tokens: tokens,

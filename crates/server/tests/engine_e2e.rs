@@ -110,6 +110,69 @@ async fn completion_and_chat_run_on_the_engine() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_fields_reach_the_engine_and_bad_ones_are_named() {
+    let server = start().await;
+    let tokenizer = server.engine.info().tokenizer.clone();
+    let id = |word: &str| tokenizer.token_id(word).expect("in the vocabulary");
+    let (five, seven) = (id("Ġ5"), id("Ġ7"));
+    let base = json!({"prompt": "Problem: start at 5, add 6", "max_tokens": 8, "temperature": 0});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    // logit_bias decides every token; a stop token id ends the choice and is
+    // reported as vLLM reports it, an integer stop_reason.
+    let response = server
+        .post(
+            "/v1/completions",
+            with(
+                json!({"logit_bias": {five.to_string(): 100}, "ignore_eos": true,
+                "stop_token_ids": [seven], "min_tokens": 2, "return_token_ids": true}),
+            ),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["token_ids"],
+        json!(vec![five; 8]),
+        "{body}"
+    );
+    let response = server
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "add 2 and 3"}], "max_tokens": 8,
+                "temperature": 0, "logit_bias": {seven.to_string(): 100}, "stop_token_ids": [seven]}),
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert_eq!(body["choices"][0]["stop_reason"], json!(seven), "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "", "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 1, "{body}");
+
+    for (extra, param) in [
+        (json!({"presence_penalty": 3}), "presence_penalty"),
+        (json!({"repetition_penalty": -1}), "repetition_penalty"),
+        (json!({"logit_bias": {"999999": 1}}), "logit_bias"),
+        (json!({"stop_token_ids": [999999]}), "stop_token_ids"),
+        (json!({"min_tokens": 9}), "min_tokens"),
+    ] {
+        let response = server.post("/v1/completions", with(extra.clone())).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{extra}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{param}`")),
+            "{extra}: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_overflow_uses_the_engine_wording() {
     let server = start().await;
     let response = server

@@ -1017,7 +1017,7 @@ async fn more_choices_than_allowed_are_refused_before_anything_starts() {
 }
 
 #[tokio::test]
-async fn fields_vllm_honours_are_refused_unless_they_change_nothing() {
+async fn fields_vllm_honours_and_glimprouter_does_not_are_refused_unless_no_ops() {
     let server = Server::open().await;
     let chat = |extra: Value| {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
@@ -1027,13 +1027,14 @@ async fn fields_vllm_honours_are_refused_unless_they_change_nothing() {
         body
     };
     for (path, field, value) in [
-        ("/v1/completions", "presence_penalty", json!(0.5)),
-        ("/v1/completions", "logit_bias", json!({"7": 5})),
-        ("/v1/completions", "stop_token_ids", json!([3])),
-        ("/v1/completions", "min_tokens", json!(2)),
+        ("/v1/completions", "bad_words", json!(["no"])),
+        ("/v1/completions", "guided_choice", json!(["a", "b"])),
         ("/v1/completions", "best_of", json!(3)),
-        ("/v1/chat/completions", "frequency_penalty", json!(1)),
-        ("/v1/chat/completions", "repetition_penalty", json!(1.1)),
+        (
+            "/v1/chat/completions",
+            "response_format",
+            json!({"type": "json_object"}),
+        ),
         (
             "/v1/chat/completions",
             "tools",

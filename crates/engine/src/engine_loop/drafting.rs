@@ -33,7 +33,7 @@ impl EngineCore {
         let mut offset = 0;
         for row in &batch.rows {
             if let RowKind::Draft { k } = row.kind {
-                let d = self.draw_draft(row.seq_id, logits.row(offset));
+                let d = self.draw_draft(row.seq_id, logits.row(offset), &[]);
                 drafts.insert(row.seq_id, d);
                 templates.push((row, k));
             }
@@ -56,7 +56,8 @@ impl EngineCore {
             let batch = ModelBatch { rows };
             let out = self.forward(Model::Slm, &batch)?;
             for (i, row) in batch.rows.iter().enumerate() {
-                let next = self.draw_draft(row.seq_id, out.row(i));
+                let earlier = drafts.get(&row.seq_id).map_or(&[][..], |d| &d.tokens[..]);
+                let next = self.draw_draft(row.seq_id, out.row(i), earlier);
                 if let Some(d) = drafts.get_mut(&row.seq_id) {
                     d.tokens.extend(next.tokens);
                     d.probs.extend(next.probs);
@@ -66,7 +67,12 @@ impl EngineCore {
         Ok(drafts)
     }
 
-    pub(super) fn draw_draft(&mut self, id: SeqId, logits: &[f32]) -> Drafted {
+    /// One draft token from the SLM's `logits` at the position after the
+    /// sequence's tokens and the drafts `earlier` in this round, under the
+    /// request's logits processors (so the LLM verifies against the same rules).
+    pub(super) fn draw_draft(&mut self, id: SeqId, logits: &[f32], earlier: &[TokenId]) -> Drafted {
+        let processed = self.processed_logits(id, logits, earlier);
+        let logits = &processed[..];
         let Some(state) = self.requests.get_mut(&id) else {
             return Drafted {
                 tokens: vec![0],
@@ -102,12 +108,12 @@ mod tests {
             add_request(&mut core, 2, RoutingParams::default()),
         );
         let logits = peaked(&core, 7);
-        let greedy = core.draw_draft(1, &logits);
+        let greedy = core.draw_draft(1, &logits, &[]);
         assert_eq!((greedy.tokens, greedy.probs.len()), (vec![7], 0));
         core.requests.get_mut(&2).unwrap().sampling.temperature = 1.0;
         let mut spread = vec![0f32; logits.len()];
         spread[3] = 1.0;
-        let sampled = core.draw_draft(2, &spread);
+        let sampled = core.draw_draft(2, &spread, &[]);
         let probs = &sampled.probs[0];
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         assert!(probs[sampled.tokens[0] as usize] > 0.0);

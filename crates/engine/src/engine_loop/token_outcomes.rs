@@ -1,6 +1,9 @@
 //! Reading a forward's logits into each sequence's outcome for the scheduler:
 //! glimpses and routing, plain tokens, verified drafts, judged steps.
 
+use std::borrow::Cow;
+
+use glimprouter_core::logits_processors::{process_logits, TokenHistory};
 use glimprouter_core::routing::{rewrite_after_step, route_after_glimpse, StepStats};
 use glimprouter_core::sampling::{entropy, sample, sampling_probs, token_logprob};
 use glimprouter_core::scheduler::SeqOutcome;
@@ -10,6 +13,25 @@ use glimprouter_core::{BatchRow, Model, SeqId, TokenId};
 use super::EngineCore;
 
 impl EngineCore {
+    /// `logits` as the request's logits processors and penalties leave them for
+    /// the position after its finalised tokens and then `pending` (drafts).
+    pub(super) fn processed_logits<'a>(
+        &self,
+        id: SeqId,
+        logits: &'a [f32],
+        pending: &[TokenId],
+    ) -> Cow<'a, [f32]> {
+        let (Some(state), Some(seq)) = (self.requests.get(&id), self.sched.seq(id)) else {
+            return Cow::Borrowed(logits);
+        };
+        let history = TokenHistory {
+            prompt: &seq.tokens[..seq.prompt_len],
+            output: &seq.tokens[seq.prompt_len..],
+            pending,
+        };
+        process_logits(logits, &state.sampling, &state.eos, &history)
+    }
+
     /// A token of the SLM: a glimpse at a step start, else the next token of
     /// its step. `shadow`: the LLM's logits for the same position, computed
     /// beside the glimpse; when the glimpse hands the step to the LLM, the
@@ -33,8 +55,9 @@ impl EngineCore {
             return Some(out);
         }
         self.open_step(id, Model::Slm, &mut out);
+        let processed = self.processed_logits(id, logits, &[]);
         let state = self.requests.get_mut(&id)?;
-        let token = sample(logits, &state.sampling, &mut state.rng);
+        let token = sample(&processed, &state.sampling, &mut state.rng);
         if state.holds_steps_for_judging() {
             state
                 .step_stats
@@ -87,10 +110,11 @@ impl EngineCore {
     /// Samples the LLM's next token into `out`.
     pub(super) fn push_llm_token(&mut self, id: SeqId, logits: &[f32], out: &mut SeqOutcome) {
         self.open_step(id, Model::Llm, out);
+        let processed = self.processed_logits(id, logits, &[]);
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
-        let token = sample(logits, &state.sampling, &mut state.rng);
+        let token = sample(&processed, &state.sampling, &mut state.rng);
         let verdict = state.push_tokens(
             &[token],
             Model::Llm,
@@ -117,11 +141,18 @@ impl EngineCore {
             ..SeqOutcome::default()
         };
         self.open_step(id, Model::Llm, &mut out);
+        // Row i scores the position after drafts[..i].
+        let processed: Vec<Cow<[f32]>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.processed_logits(id, r, &drafts[..i.min(drafts.len())]))
+            .collect();
         let state = self.requests.get_mut(&id)?;
         let acceptance = if state.sampling.is_greedy() {
-            accept_greedy(drafts, rows)
+            let rows: Vec<&[f32]> = processed.iter().map(|r| &r[..]).collect();
+            accept_greedy(drafts, &rows)
         } else {
-            let target: Vec<Vec<f32>> = rows
+            let target: Vec<Vec<f32>> = processed
                 .iter()
                 .map(|r| sampling_probs(r, &state.sampling))
                 .collect();

@@ -1,15 +1,16 @@
 //! Builds a random-weight SLM/LLM pair sharing the task tokenizer, starts
 //! engines over it, and collects request outputs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use glimprouter_core::{Model, RoutingParams, SamplingParams};
+use glimprouter_core::{BatchRow, Model, ModelBatch, RoutingParams, RowKind, SamplingParams};
 use glimprouter_engine::{
     Engine, EngineConfig, EngineHandle, Finished, GenerateRequest, StreamEvent,
 };
 use glimprouter_models::task::write_random_pair;
+use glimprouter_models::{LoadOptions, ModelRunner};
 
 pub struct Pair {
     pub slm: PathBuf,
@@ -85,6 +86,81 @@ pub struct Output {
     pub tokens: Vec<u32>,
     pub writers: Vec<Model>,
     pub finished: Finished,
+}
+
+/// Starts an engine on `config`, runs every text of `texts` at once (the i-th
+/// with `sampling(i)`), and stops it.
+pub fn run_texts(
+    config: &EngineConfig,
+    texts: &[&str],
+    sampling: impl Fn(usize) -> SamplingParams,
+    routing: &RoutingParams,
+) -> Vec<Output> {
+    let engine = start(config);
+    let reqs = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            request(
+                &format!("r{i}"),
+                prompt(&engine, text),
+                sampling(i),
+                routing.clone(),
+            )
+        })
+        .collect();
+    let out = run_all(&engine, reqs);
+    engine.shutdown();
+    out
+}
+
+/// `n` requests of the same prompt, seeded 0..n, submitted 250 at a time.
+pub fn run_seeds(
+    engine: &EngineHandle,
+    prompt_ids: &[u32],
+    sampling: &SamplingParams,
+    routing: &RoutingParams,
+    n: usize,
+) -> Vec<Output> {
+    let mut outs = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
+        let reqs = chunk
+            .iter()
+            .map(|&seed| {
+                let s = SamplingParams {
+                    seed: Some(seed as u64),
+                    ..sampling.clone()
+                };
+                request(&format!("s{seed}"), prompt_ids.to_vec(), s, routing.clone())
+            })
+            .collect();
+        outs.extend(run_all(engine, reqs));
+    }
+    outs
+}
+
+/// The next-token logits of the model in `dir` after `tokens` (at most 48),
+/// from one forward of the model itself, without the engine.
+pub fn next_token_logits(dir: &Path, tokens: &[u32]) -> Vec<f32> {
+    let opts = LoadOptions {
+        dtype: candle_core::DType::F32,
+        device: glimprouter_models::device::test_device(),
+        block_size: 16,
+        num_blocks: 8,
+    };
+    let mut runner = ModelRunner::load(dir, &opts).expect("model loads");
+    let row = BatchRow {
+        seq_id: 0,
+        kind: RowKind::Prefill,
+        token_ids: tokens.to_vec(),
+        start_pos: 0,
+        block_table: vec![0, 1, 2],
+        num_logits: 1,
+    };
+    let logits = runner
+        .forward(&ModelBatch { rows: vec![row] })
+        .expect("forward");
+    logits.row(0).to_vec()
 }
 
 /// Submits every request at once and waits for all of them.

@@ -3,8 +3,7 @@
 
 use glimprouter_core::params::Policy;
 use glimprouter_core::sampling::sampling_probs;
-use glimprouter_core::{BatchRow, ModelBatch, RowKind, SamplingParams};
-use glimprouter_models::{LoadOptions, ModelRunner};
+use glimprouter_core::SamplingParams;
 
 use crate::harness::*;
 
@@ -31,67 +30,11 @@ fn chi_square(counts: &[usize], probs: &[f32], n: usize) -> (f64, usize) {
     (stat, bins - 1)
 }
 
-#[test]
-fn first_token_with_speculation_follows_the_llm_softmax() {
-    let pair = pair();
-    let engine = start(&config(pair));
-    let p = prompt(&engine, "Problem: start at 12, add 7");
-    // The LLM's own distribution for the first token, computed directly.
-    let opts = LoadOptions {
-        dtype: candle_core::DType::F32,
-        device: glimprouter_models::device::test_device(),
-        block_size: 16,
-        num_blocks: 8,
-    };
-    let sampling = SamplingParams {
-        temperature: 1.0,
-        max_tokens: 3,
-        ignore_eos: true,
-        ..SamplingParams::default()
-    };
-    let first_token_probs = |dir| {
-        let mut runner = ModelRunner::load(dir, &opts).unwrap();
-        let row = BatchRow {
-            seq_id: 0,
-            kind: RowKind::Prefill,
-            token_ids: p.clone(),
-            start_pos: 0,
-            block_table: vec![0, 1, 2],
-            num_logits: 1,
-        };
-        let logits = runner.forward(&ModelBatch { rows: vec![row] }).unwrap();
-        sampling_probs(logits.row(0), &sampling)
-    };
-    let target = first_token_probs(&pair.llm);
-    let draft = first_token_probs(&pair.slm);
-
-    let n = 3000;
-    let mut counts = vec![0usize; target.len()];
-    for chunk in 0..(n / 250) {
-        let reqs = (0..250)
-            .map(|i| {
-                let seed = (chunk * 250 + i) as u64;
-                let s = SamplingParams {
-                    seed: Some(seed),
-                    ..sampling.clone()
-                };
-                request(
-                    &format!("s{seed}"),
-                    p.clone(),
-                    s,
-                    routing(Policy::Llm, 0.0, 2),
-                )
-            })
-            .collect();
-        for out in run_all(&engine, reqs) {
-            assert!(
-                out.finished.routing.draft_tokens > 0,
-                "the first token came from a verify pass"
-            );
-            counts[out.tokens[0] as usize] += 1;
-        }
-    }
-    let (stat, df) = chi_square(&counts, &target, n);
+/// Asserts that `n` draws counted in `counts` fit `probs` (chi-square test at
+/// 99.9%, over at least 10 degrees of freedom); returns (degrees of freedom,
+/// critical value).
+pub fn assert_counts_fit(counts: &[usize], probs: &[f32], n: usize) -> (usize, f64) {
+    let (stat, df) = chi_square(counts, probs, n);
     // 99.9% quantile of chi-square: df + 3.1 sqrt(2 df) + 3 bounds it well for df >= 10.
     let critical = df as f64 + 3.1 * (2.0 * df as f64).sqrt() + 3.0;
     assert!(df >= 10, "enough distinct tokens to test ({df})");
@@ -99,6 +42,35 @@ fn first_token_with_speculation_follows_the_llm_softmax() {
         stat < critical,
         "chi-square {stat:.1} over {df} dof exceeds {critical:.1}"
     );
+    (df, critical)
+}
+
+#[test]
+fn first_token_with_speculation_follows_the_llm_softmax() {
+    let pair = pair();
+    let engine = start(&config(pair));
+    let p = prompt(&engine, "Problem: start at 12, add 7");
+    // The LLM's own distribution for the first token, computed directly.
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        max_tokens: 3,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    let first_token_probs = |dir| sampling_probs(&next_token_logits(dir, &p), &sampling);
+    let target = first_token_probs(&pair.llm);
+    let draft = first_token_probs(&pair.slm);
+
+    let n = 3000;
+    let mut counts = vec![0usize; target.len()];
+    for out in run_seeds(&engine, &p, &sampling, &routing(Policy::Llm, 0.0, 2), n) {
+        assert!(
+            out.finished.routing.draft_tokens > 0,
+            "the first token came from a verify pass"
+        );
+        counts[out.tokens[0] as usize] += 1;
+    }
+    let (df, critical) = assert_counts_fit(&counts, &target, n);
     // Power: had the engine kept the SLM's drafts unchecked, the first token
     // would follow the SLM's distribution; the expected statistic of that
     // (df + n * chi-square distance) must clear the critical value easily.

@@ -4,5 +4,6 @@
 mod gguf;
 mod harness;
 mod lifecycle;
+mod logits_processors;
 mod lossless;
 mod routing;

@@ -26,22 +26,12 @@ fn run_prompts(
     routing: RoutingParams,
     max_tokens: impl Fn(usize) -> usize,
 ) -> Vec<Output> {
-    let engine = start(config);
-    let reqs = PROMPTS
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            request(
-                &format!("r{i}"),
-                prompt(&engine, p),
-                SamplingParams::greedy(max_tokens(i)),
-                routing.clone(),
-            )
-        })
-        .collect();
-    let out = run_all(&engine, reqs);
-    engine.shutdown();
-    out
+    run_texts(
+        config,
+        &PROMPTS,
+        |i| SamplingParams::greedy(max_tokens(i)),
+        &routing,
+    )
 }
 
 fn tokens(outs: &[Output]) -> Vec<Vec<u32>> {

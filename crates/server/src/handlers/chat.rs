@@ -184,7 +184,7 @@ async fn handle(
                 logprobs
             }),
             finish_reason: Some(output.finished.reason.as_str()),
-            stop_reason: output.finished.stop_string.clone(),
+            stop_reason: output.finished.stop_reason.clone(),
         })
         .collect();
     let response = ChatResponse {
@@ -297,7 +297,7 @@ impl ChunkWriter for ChatChunks {
             delta: ChatDelta::default(),
             logprobs: None,
             finish_reason: Some(finished.reason.as_str()),
-            stop_reason: finished.stop_string.clone(),
+            stop_reason: finished.stop_reason.clone(),
         };
         self.chunk(vec![last], None, routing)
     }

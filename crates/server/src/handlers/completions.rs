@@ -155,7 +155,7 @@ async fn handle(
                 text: prefix + &output.text,
                 logprobs,
                 finish_reason: Some(output.finished.reason.as_str()),
-                stop_reason: output.finished.stop_string.clone(),
+                stop_reason: output.finished.stop_reason.clone(),
                 token_ids: want_token_ids.then(|| output.token_ids.clone()),
             }
         })
@@ -289,7 +289,7 @@ impl ChunkWriter for CompletionChunks {
             text: String::new(),
             logprobs: None,
             finish_reason: Some(finished.reason.as_str()),
-            stop_reason: finished.stop_string.clone(),
+            stop_reason: finished.stop_reason.clone(),
             token_ids: None,
         };
         self.chunk(vec![last], None, routing)

@@ -17,7 +17,7 @@ use crate::generation::RequestCtx;
 use crate::params::{check_sampling, routing_params, SamplingInput};
 use crate::protocol::RoutingOverrides;
 use crate::state::AppState;
-use crate::unsupported_fields;
+use crate::{logits_fields, unsupported_fields};
 
 /// Runs a request's handler inside the request's tracing span (id and
 /// tenant), and logs why the request was refused if it was.
@@ -80,7 +80,8 @@ pub fn check_common(state: &AppState, fields: CommonFields) -> Result<Checked, A
     check_model(state, fields.model)?;
     let stream = fields.stream.unwrap_or(false);
     check_stream_options(stream, fields.has_stream_options)?;
-    let checked = check_sampling(fields.sampling)?;
+    let mut checked = check_sampling(fields.sampling)?;
+    logits_fields::apply(fields.other, &mut checked.sampling)?;
     unsupported_fields::check(fields.other, checked.n)?;
     Ok(Checked {
         stream,

@@ -68,7 +68,7 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<glimprouter_engine::StopReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,7 +97,7 @@ pub struct ChatChunkChoice {
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<glimprouter_engine::StopReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -42,8 +42,8 @@ pub struct CompletionChoice {
     pub text: String,
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
-    /// The stop string that ended the choice (vLLM's extension).
-    pub stop_reason: Option<String>,
+    /// The stop string or stop token id that ended the choice (vLLM's extension).
+    pub stop_reason: Option<glimprouter_engine::StopReason>,
     /// Every generated token id, stop string and EOS included (vLLM's
     /// `return_token_ids`); a remote tier reads them instead of re-encoding.
     #[serde(skip_serializing_if = "Option::is_none")]
