@@ -82,7 +82,8 @@ impl SamplingParams {
     }
 }
 
-/// Which model writes a step.
+/// Which model writes a step: the name requests and configs use for a
+/// policy; its behaviour is [`Policy::rules`] (`crate::routing`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
@@ -114,14 +115,6 @@ impl Policy {
             Policy::StepPpl => "step-ppl",
             Policy::Specreason => "specreason",
         }
-    }
-
-    /// Policies that let the SLM write a whole step and judge it afterwards.
-    pub fn judges_after_step(self) -> bool {
-        matches!(
-            self,
-            Policy::StepEntropy | Policy::StepPpl | Policy::Specreason
-        )
     }
 }
 

@@ -17,7 +17,6 @@ use rustc_hash::FxHashMap;
 use crate::batch::{BatchRow, ModelBatch, RowKind};
 use crate::block_pool::{BlockPool, PrefixCacheStats};
 use crate::block_table::BlockTable;
-use crate::params::Policy;
 use crate::sequence::{Phase, SeqStatus, Sequence};
 use crate::tenant_queue::TenantQueues;
 use crate::{BlockId, Model, SeqId, TokenId};
@@ -646,7 +645,7 @@ impl Scheduler {
             && seq.phase == Phase::Reasoning
             && !seq.awaiting_judge
             && !self.config.remote.contains(&true)
-            && matches!(seq.routing.policy, Policy::Glimp | Policy::Random)
+            && seq.routing.policy.rules().glimpse_may_hand_to_llm()
     }
 
     /// Every local model the sequence's next rows feed and that holds none

@@ -123,7 +123,7 @@ impl RequestState {
     }
 
     pub fn holds_steps_for_judging(&self) -> bool {
-        self.routing.policy.judges_after_step() && !self.in_answer
+        self.routing.policy.rules().judges_after_step() && !self.in_answer
     }
 
     /// Feeds sampled tokens, in order, through EOS / length / text checks.

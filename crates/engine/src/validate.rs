@@ -7,7 +7,7 @@
 //! (the server's `params.rs`), and whether a request id is in flight (the engine
 //! thread's registry).
 
-use glimprouter_core::params::Policy;
+use glimprouter_core::routing::StepJudge;
 use glimprouter_core::{RoutingParams, SamplingParams, TokenId};
 
 use crate::api::{EngineError, GenerateRequest};
@@ -255,13 +255,13 @@ pub fn check_routing_with_remote(
             "speculative decoding needs both models local; with a remote tier set speculative_k = 0.",
         ));
     }
-    if llm_remote && routing.policy == Policy::Specreason {
+    if llm_remote && routing.policy.rules().step_judge() == StepJudge::LlmScore {
         return Err(invalid(
             "routing.policy",
             "the specreason policy scores steps with the LLM's log-probabilities, which needs the LLM local.",
         ));
     }
-    if slm_remote && routing.policy.judges_after_step() {
+    if slm_remote && routing.policy.rules().judges_after_step() {
         return Err(invalid(
             "routing.policy",
             format!(

@@ -1,7 +1,6 @@
 //! Commands from the handles, and the registry of requests: submitting (checked by
 //! `EngineHandle::submit` already), aborting, forgetting, failing.
 
-use glimprouter_core::routing::initial_writer;
 use glimprouter_core::sequence::Sequence;
 use glimprouter_core::SeqId;
 
@@ -55,7 +54,7 @@ impl EngineCore {
         }
         let id = self.next_seq;
         self.next_seq += 1;
-        let writer = initial_writer(&req.routing);
+        let writer = req.routing.policy.rules().initial_writer();
         let seq = Sequence::new(
             id,
             req.tenant.clone(),

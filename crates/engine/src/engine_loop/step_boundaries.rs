@@ -1,8 +1,7 @@
 //! Where steps open and close: counting a step, rewriting a rejected one, and what
 //! a token means for its request (stop, step end, answer).
 
-use glimprouter_core::params::Policy;
-use glimprouter_core::routing::rewrite_after_step;
+use glimprouter_core::routing::StepJudge;
 use glimprouter_core::scheduler::SeqOutcome;
 use glimprouter_core::{Model, SeqId};
 
@@ -62,17 +61,18 @@ impl EngineCore {
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
+        let rules = state.routing.policy.rules();
         if let Some((reason, stop)) = verdict.finish.clone() {
             // The SLM's last step is judged like any other before the request ends.
             if writer == Model::Slm && state.holds_steps_for_judging() {
-                match state.routing.policy {
-                    Policy::Specreason => {
+                match rules.step_judge() {
+                    StepJudge::LlmScore => {
                         state.pending_finish = Some((reason, stop));
                         out.request_judge = true;
                         return;
                     }
-                    Policy::StepEntropy | Policy::StepPpl
-                        if rewrite_after_step(&state.routing, &state.step_stats) =>
+                    StepJudge::SlmStats
+                        if rules.rewrite_after_step(&state.routing, &state.step_stats) =>
                     {
                         self.rewrite_step(id, out);
                         return;
@@ -101,12 +101,11 @@ impl EngineCore {
         }
         state.at_step_start = true;
         state.step_counted = false;
-        let policy = state.routing.policy;
         match writer {
-            Model::Slm => match policy {
-                Policy::Specreason => out.request_judge = true,
-                Policy::StepEntropy | Policy::StepPpl => {
-                    if rewrite_after_step(&state.routing, &state.step_stats) {
+            Model::Slm => match rules.step_judge() {
+                StepJudge::LlmScore => out.request_judge = true,
+                StepJudge::SlmStats => {
+                    if rules.rewrite_after_step(&state.routing, &state.step_stats) {
                         self.rewrite_step(id, out);
                     } else {
                         state.release_held(&self.metrics);
@@ -114,11 +113,12 @@ impl EngineCore {
                         self.metrics.record_step(Model::Slm);
                     }
                 }
-                _ => {}
+                StepJudge::None => {}
             },
             Model::Llm => {
-                if policy != Policy::Llm {
-                    out.route_to = Some(Model::Slm);
+                let next = rules.writer_after_llm_step();
+                if next != Model::Llm {
+                    out.route_to = Some(next);
                 }
             }
         }

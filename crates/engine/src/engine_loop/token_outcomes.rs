@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use glimprouter_core::logits_processors::{process_logits, TokenHistory};
-use glimprouter_core::routing::{rewrite_after_step, route_after_glimpse, StepStats};
+use glimprouter_core::routing::StepStats;
 use glimprouter_core::sampling::{entropy, sample, sampling_probs, token_logprob};
 use glimprouter_core::scheduler::SeqOutcome;
 use glimprouter_core::spec::{accept_greedy, accept_random};
@@ -84,7 +84,11 @@ impl EngineCore {
         };
         state.stats.h_init.push(h);
         self.metrics.h_init.observe(h as f64);
-        let dest = route_after_glimpse(&state.routing, h, &mut state.rng);
+        let routing = &state.routing;
+        let dest = routing
+            .policy
+            .rules()
+            .route_after_glimpse(routing, h, &mut state.rng);
         if dest == Model::Llm {
             state.steps += 1;
             state.step_counted = true;
@@ -198,7 +202,12 @@ impl EngineCore {
             seq_id: id,
             ..SeqOutcome::default()
         };
-        if rewrite_after_step(&state.routing, &judge) {
+        if state
+            .routing
+            .policy
+            .rules()
+            .rewrite_after_step(&state.routing, &judge)
+        {
             self.rewrite_step(id, &mut out);
         } else {
             state.release_held(&self.metrics);
