@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use crate::batch::{BatchRow, ModelBatch, RowKind};
 use crate::block_pool::{BlockPool, PrefixCacheStats};
 use crate::block_table::BlockTable;
-use crate::sequence::{Phase, SeqStatus, Sequence};
+use crate::sequence::{SeqStatus, Sequence};
 use crate::tenant_queue::TenantQueues;
 use crate::{BlockId, Model, SeqId, TokenId};
 
@@ -127,9 +127,10 @@ pub struct SeqOutcome {
     pub enter_answer: bool,
     /// The SLM finished a step the LLM must score before it is kept.
     pub request_judge: bool,
-    /// After this outcome the SLM's next logits open a step (a glimpse), so
-    /// the LLM may catch up beside it in a [`RowKind::Shadow`] row.
-    pub glimpse_next: bool,
+    /// The last token ended a step (or the reasoning): the next token opens
+    /// one, so the SLM's next logits are a glimpse and the LLM may catch up
+    /// beside it in a [`RowKind::Shadow`] row. Applied before `step_rewritten`.
+    pub step_ended: bool,
     /// The sequence is done (stop, length); its blocks are freed now.
     pub finished: bool,
 }
@@ -380,19 +381,11 @@ impl Scheduler {
             return;
         }
         let pools = &mut self.pools;
+        seq.route
+            .apply(out, seq.writer, seq.prompt_len, seq.tokens.len());
         if let Some(len) = out.rollback_to {
             let len = len.clamp(seq.prompt_len, seq.tokens.len());
-            let removed = seq.tokens.len() - len;
-            let writer = seq.writer;
             seq.tokens.truncate(len);
-            match writer {
-                Model::Slm => {
-                    seq.counters.slm_tokens = seq.counters.slm_tokens.saturating_sub(removed)
-                }
-                Model::Llm => {
-                    seq.counters.llm_tokens = seq.counters.llm_tokens.saturating_sub(removed)
-                }
-            }
             for m in Model::BOTH {
                 seq.tables[m.idx()].truncate(&mut pools[m.idx()], len);
             }
@@ -404,35 +397,13 @@ impl Scheduler {
             for m in Model::BOTH {
                 seq.tables[m.idx()].truncate(&mut pools[m.idx()], keep);
             }
-            seq.counters.draft_tokens += drafted;
-            seq.counters.accepted_draft_tokens += accepted.min(drafted);
         }
-        if !out.appended.is_empty() {
-            seq.tokens.extend_from_slice(&out.appended);
-            match out.writer.unwrap_or(seq.writer) {
-                Model::Slm => seq.counters.slm_tokens += out.appended.len(),
-                Model::Llm => seq.counters.llm_tokens += out.appended.len(),
-            }
-        }
-        if let Some(model) = out.step_started {
-            seq.counters.steps += 1;
-            if model == Model::Llm {
-                seq.counters.llm_steps += 1;
-            }
-            seq.step_start = seq.tokens.len() - out.appended.len().min(1);
-        }
-        if out.step_rewritten {
-            seq.counters.llm_steps += 1;
-        }
+        seq.tokens.extend_from_slice(&out.appended);
         if let Some(model) = out.route_to {
             seq.writer = model;
         }
-        if out.enter_answer {
-            seq.phase = Phase::Answer;
-        }
         seq.awaiting_judge = out.request_judge;
         seq.awaiting_remote = false;
-        seq.glimpse_next = out.glimpse_next;
         if self.config.enable_prefix_caching {
             for m in Model::BOTH {
                 seq.tables[m.idx()].cache_full_blocks(
@@ -526,7 +497,7 @@ impl Scheduler {
             if !room(llm) {
                 return Rows::default();
             }
-            let judge_from = seq.step_start.saturating_sub(1);
+            let judge_from = seq.route.step_start.saturating_sub(1);
             let s = seq.tables[llm.idx()].computed_len.min(judge_from);
             if s < judge_from {
                 // Catch up on the context before the step first, in chunks.
@@ -640,9 +611,8 @@ impl Scheduler {
     /// [`RowKind::Shadow`]).
     fn shadows_glimpse(&self, seq: &Sequence) -> bool {
         seq.writer == Model::Slm
-            && seq.glimpse_next
+            && seq.route.glimpse_next()
             && seq.routing.eager_catch_up
-            && seq.phase == Phase::Reasoning
             && !seq.awaiting_judge
             && !self.config.remote.contains(&true)
             && seq.routing.policy.rules().glimpse_may_hand_to_llm()

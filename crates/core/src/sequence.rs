@@ -2,6 +2,7 @@
 
 use crate::block_table::BlockTable;
 use crate::params::{RoutingParams, SamplingParams};
+use crate::route_state::RouteState;
 use crate::{Model, SeqId, TokenId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,25 +11,6 @@ pub enum SeqStatus {
     Waiting,
     /// In the running queue of its current writer.
     Running,
-}
-
-/// Reasoning steps are routed; the answer after the end-of-reasoning marker
-/// is written by one model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Reasoning,
-    Answer,
-}
-
-/// Routing counters of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RouteCounters {
-    pub steps: usize,
-    pub llm_steps: usize,
-    pub slm_tokens: usize,
-    pub llm_tokens: usize,
-    pub draft_tokens: usize,
-    pub accepted_draft_tokens: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -42,10 +24,8 @@ pub struct Sequence {
     pub routing: RoutingParams,
     /// The model writing the current step; also the running queue it is in.
     pub writer: Model,
-    pub phase: Phase,
-    /// Index in `tokens` where the current step began.
-    pub step_start: usize,
-    pub counters: RouteCounters,
+    /// Phase, step start and routing counters: this sequence owns them.
+    pub route: RouteState,
     /// One KV block table per model, indexed by `Model::idx`.
     pub tables: [BlockTable; 2],
     /// The SLM finished a step that the LLM must score before it is kept.
@@ -53,8 +33,6 @@ pub struct Sequence {
     /// Its writer is a remote tier and the engine has sent it the current
     /// step; the sequence is parked until the reply is applied.
     pub awaiting_remote: bool,
-    /// The SLM's next logits open a step (a glimpse); set from each outcome.
-    pub glimpse_next: bool,
     pub num_preemptions: usize,
     pub(crate) status: SeqStatus,
     /// Admission stamp; the most recently admitted running sequence is the
@@ -80,13 +58,10 @@ impl Sequence {
             sampling,
             routing,
             writer,
-            phase: Phase::Reasoning,
-            step_start: prompt_len,
-            counters: RouteCounters::default(),
+            route: RouteState::new(prompt_len),
             tables: Default::default(),
             awaiting_judge: false,
             awaiting_remote: false,
-            glimpse_next: true,
             num_preemptions: 0,
             status: SeqStatus::Waiting,
             admitted_at: 0,

@@ -174,7 +174,7 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
                 RowKind::Draft { .. } => continue, // the verify row speaks for it
                 RowKind::Judge => {
                     if rng.random_bool(0.5) {
-                        o.rollback_to = Some(seq.step_start);
+                        o.rollback_to = Some(seq.route.step_start);
                         o.route_to = Some(Model::Llm);
                     }
                 }
@@ -208,7 +208,7 @@ fn outcomes(rng: &mut ChaCha8Rng, sched: &Scheduler, plan: &IterationPlan) -> Ve
             }
             let produced = seq.output_len() + o.appended.len();
             o.finished = produced >= seq.sampling.max_tokens || rng.random_bool(0.02);
-            o.glimpse_next = rng.random_bool(0.3);
+            o.step_ended = rng.random_bool(0.3);
             out.push(o);
         }
     }

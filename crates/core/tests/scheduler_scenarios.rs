@@ -309,7 +309,7 @@ fn glimpse_routes_to_llm_which_catches_up_then_returns() {
     let plan = s.schedule();
     let row = &plan.batch(Model::Slm).rows[0];
     assert_eq!((row.start_pos, row.token_ids.clone()), (6, vec![50, 51]));
-    let c = s.seq(1).unwrap().counters;
+    let c = s.seq(1).unwrap().route.counters;
     assert_eq!((c.steps, c.llm_steps, c.llm_tokens), (1, 1, 2));
 }
 
@@ -361,7 +361,7 @@ fn speculation_drafts_on_the_slm_and_verifies_on_the_llm_then_rolls_back() {
         7,
         "the SLM fed two drafts; one is rolled back"
     );
-    assert_eq!(seq.counters.accepted_draft_tokens, 1);
+    assert_eq!(seq.route.counters.accepted_draft_tokens, 1);
     s.check_invariants().unwrap();
     // Next round: each model re-feeds what it lacks (the correction token).
     let plan = s.schedule();
@@ -400,14 +400,18 @@ fn the_llm_catches_up_beside_a_glimpse_and_starts_its_step_at_once() {
         (row.kind, row.start_pos, row.token_ids.clone()),
         (RowKind::Decode, 5, vec![9])
     );
-    assert_eq!(s.seq(1).unwrap().step_start, 5);
+    assert_eq!(s.seq(1).unwrap().route.step_start, 5);
     s.check_invariants().unwrap();
 
     // Mid-step no glimpse is pending, so the SLM decodes alone.
     let mut s = Scheduler::new(config(64, 64));
     s.add(seq(2, "t", vec![1, 2, 3], 8)).unwrap();
     s.schedule();
-    s.update(&[decode(2, 7)]); // glimpse_next stays false
+    // The glimpsed token opens the step; the next token is mid-step.
+    s.update(&[SeqOutcome {
+        step_started: Some(Model::Slm),
+        ..decode(2, 7)
+    }]);
     let plan = s.schedule();
     assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
 }
@@ -422,14 +426,13 @@ fn lazy_catch_up_leaves_the_llm_idle_until_a_step_is_handed_to_it() {
     assert_eq!(s.seq(1).unwrap().table(Model::Llm).computed_len, 0);
     // The SLM keeps this step and writes it; the LLM still does nothing.
     s.update(&[SeqOutcome {
-        glimpse_next: false,
         step_started: Some(Model::Slm),
         ..decode(1, 7)
     }]);
     let plan = s.schedule();
     assert!(plan.batch(Model::Llm).is_empty(), "{plan:?}");
     s.update(&[SeqOutcome {
-        glimpse_next: true,
+        step_ended: true,
         ..decode(1, 8)
     }]);
     let plan = s.schedule();

@@ -210,15 +210,9 @@ impl EngineCore {
         Ok(())
     }
 
-    /// Hands this iteration's conclusions to the scheduler (marking which
-    /// sequences glimpse next) and forgets finished requests.
-    fn apply_outcomes(&mut self, mut outcomes: Vec<SeqOutcome>) {
-        for o in &mut outcomes {
-            o.glimpse_next = self
-                .requests
-                .get(&o.seq_id)
-                .is_some_and(|s| s.at_step_start && !s.in_answer);
-        }
+    /// Hands this iteration's conclusions to the scheduler and forgets
+    /// finished requests.
+    fn apply_outcomes(&mut self, outcomes: Vec<SeqOutcome>) {
         self.sched.update(&outcomes);
         for o in &outcomes {
             if o.finished {
@@ -328,6 +322,7 @@ pub(crate) mod testing {
     use std::path::Path;
 
     use glimprouter_core::scheduler::SchedulerConfig;
+    use glimprouter_core::sequence::Sequence;
     use glimprouter_core::{RoutingParams, SamplingParams, TokenId};
     use tokio::sync::mpsc;
 
@@ -349,8 +344,8 @@ pub(crate) mod testing {
         )
     }
 
-    /// Registers request `id` (greedy, 32 tokens, a 3-token prompt) with `routing`;
-    /// the receiver gets its events.
+    /// Registers request `id` (greedy, 32 tokens, a 3-token prompt) with `routing`,
+    /// its sequence running in the scheduler; the receiver gets its events.
     pub fn add_request(
         core: &mut EngineCore,
         id: SeqId,
@@ -358,6 +353,17 @@ pub(crate) mod testing {
     ) -> mpsc::UnboundedReceiver<StreamEvent> {
         let (events, rx) = mpsc::unbounded_channel();
         let eos = core.tokenizer.eos_token_ids().to_vec();
+        let writer = routing.policy.rules().initial_writer();
+        let seq = Sequence::new(
+            id,
+            "t",
+            vec![1, 2, 3],
+            SamplingParams::greedy(32),
+            routing.clone(),
+            writer,
+        );
+        core.sched.add(seq).expect("fits");
+        core.sched.schedule();
         let state = RequestState::new(
             format!("r{id}"),
             "t".into(),
@@ -370,6 +376,11 @@ pub(crate) mod testing {
         );
         core.requests.insert(id, state);
         rx
+    }
+
+    /// Hands `out` to the scheduler, as the end of an iteration does.
+    pub fn apply(core: &mut EngineCore, out: SeqOutcome) {
+        core.apply_outcomes(vec![out]);
     }
 
     /// Logits over the vocabulary that put almost all the mass on `token`.

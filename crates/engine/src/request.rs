@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use glimprouter_core::route_state::{Phase, RouteCounters};
 use glimprouter_core::routing::StepStats;
 use glimprouter_core::sampling::{top_logprobs, SeqRng};
 use glimprouter_core::steps::TextWatcher;
@@ -36,16 +37,11 @@ pub(crate) struct RequestState {
     pub routing: RoutingParams,
     pub rng: SeqRng,
     pub text: TextState,
-    /// Output tokens so far (mirrors the scheduler's sequence).
+    /// Output tokens so far, as the detokenizer has seen them: the sequence's
+    /// output plus the tokens of the outcome being built.
     pub output: Vec<TokenId>,
     pub prompt_len: usize,
     pub eos: Vec<TokenId>,
-    /// The next token this sequence produces opens a reasoning step.
-    pub at_step_start: bool,
-    /// The current step was already counted (at its glimpse).
-    pub step_counted: bool,
-    pub in_answer: bool,
-    pub steps: usize,
     /// Per-token entropy / log-prob of the SLM's current step (judge policies).
     pub step_stats: StepStats,
     /// Text state at the start of the current step (judge policies roll back to it).
@@ -54,7 +50,8 @@ pub(crate) struct RequestState {
     pub held_deltas: Vec<TokenDelta>,
     /// The SLM's step ended the request (EOS, stop, length), pending its judgement.
     pub pending_finish: Option<(FinishReason, Option<StopReason>)>,
-    pub stats: RoutingStats,
+    /// H_init of every glimpse, in order (nats): only the engine measures it.
+    pub h_init: Vec<f32>,
     pub arrival: Instant,
     pub first_scheduled: Option<Instant>,
     pub last_emit: Option<Instant>,
@@ -86,10 +83,6 @@ impl RequestState {
         arrival: Instant,
     ) -> Self {
         let watcher = TextWatcher::from_params(&routing, &sampling);
-        let stats = RoutingStats {
-            policy: routing.policy.as_str().to_string(),
-            ..RoutingStats::default()
-        };
         Self {
             request_id,
             tenant_label,
@@ -105,15 +98,11 @@ impl RequestState {
             output: Vec::new(),
             prompt_len,
             eos,
-            at_step_start: true,
-            step_counted: false,
-            in_answer: false,
-            steps: 0,
             step_stats: StepStats::new(),
             step_snapshot: None,
             held_deltas: Vec::new(),
             pending_finish: None,
-            stats,
+            h_init: Vec::new(),
             arrival,
             first_scheduled: None,
             last_emit: None,
@@ -122,8 +111,10 @@ impl RequestState {
         }
     }
 
-    pub fn holds_steps_for_judging(&self) -> bool {
-        self.routing.policy.rules().judges_after_step() && !self.in_answer
+    /// Whether the SLM's steps are held back until judged: a judging policy,
+    /// still reasoning.
+    pub fn holds_steps_for_judging(&self, phase: Phase) -> bool {
+        self.routing.policy.rules().judges_after_step() && phase == Phase::Reasoning
     }
 
     /// Feeds sampled tokens, in order, through EOS / length / text checks.
@@ -135,6 +126,7 @@ impl RequestState {
         &mut self,
         tokens: &[TokenId],
         writer: Model,
+        phase: Phase,
         logits_rows: &[&[f32]],
         tokenizer: &ModelTokenizer,
         metrics: &EngineMetrics,
@@ -198,10 +190,6 @@ impl RequestState {
         if verdict.finish.is_some() {
             text.push_str(&self.text.watcher.finish());
         }
-        match writer {
-            Model::Slm => self.stats.slm_tokens += verdict.kept,
-            Model::Llm => self.stats.llm_tokens += verdict.kept,
-        }
         metrics
             .generation_tokens
             .with_label_values(&[writer.as_str()])
@@ -216,7 +204,10 @@ impl RequestState {
             writer,
             logprobs,
         };
-        if self.holds_steps_for_judging() && writer == Model::Slm && self.step_snapshot.is_some() {
+        if self.holds_steps_for_judging(phase)
+            && writer == Model::Slm
+            && self.step_snapshot.is_some()
+        {
             self.held_deltas.push(delta);
         } else {
             self.emit(delta, metrics);
@@ -248,16 +239,14 @@ impl RequestState {
         let Some(snap) = self.step_snapshot.take() else {
             return self.output.len();
         };
-        let removed = self.output.len() - snap.output_len;
         self.output.truncate(snap.output_len);
-        self.stats.slm_tokens = self.stats.slm_tokens.saturating_sub(removed);
         self.text = snap;
         self.output.len()
     }
 
-    pub fn start_step_tracking(&mut self) {
+    pub fn start_step_tracking(&mut self, phase: Phase) {
         self.step_stats.reset();
-        if self.holds_steps_for_judging() {
+        if self.holds_steps_for_judging(phase) {
             self.step_snapshot = Some(self.text.clone());
         }
     }
@@ -266,6 +255,7 @@ impl RequestState {
         &mut self,
         reason: FinishReason,
         stop_reason: Option<StopReason>,
+        counters: RouteCounters,
         metrics: &EngineMetrics,
     ) {
         if self.finished {
@@ -273,11 +263,20 @@ impl RequestState {
         }
         self.finished = true;
         self.release_held(metrics);
-        self.stats.steps = self.steps;
-        self.stats.llm_step_ratio = if self.stats.steps > 0 {
-            self.stats.llm_steps as f32 / self.stats.steps as f32
-        } else {
-            0.0
+        let routing = RoutingStats {
+            policy: self.routing.policy.as_str().to_string(),
+            steps: counters.steps,
+            llm_steps: counters.llm_steps,
+            llm_step_ratio: if counters.steps > 0 {
+                counters.llm_steps as f32 / counters.steps as f32
+            } else {
+                0.0
+            },
+            slm_tokens: counters.slm_tokens,
+            llm_tokens: counters.llm_tokens,
+            h_init: std::mem::take(&mut self.h_init),
+            draft_tokens: counters.draft_tokens,
+            accepted_draft_tokens: counters.accepted_draft_tokens,
         };
         metrics.e2e.observe(self.arrival.elapsed().as_secs_f64());
         metrics
@@ -292,7 +291,7 @@ impl RequestState {
             reason,
             stop_reason,
             usage,
-            routing: self.stats.clone(),
+            routing,
         }));
     }
 }

@@ -90,8 +90,10 @@ impl EngineCore {
     }
 
     pub(super) fn abort(&mut self, id: SeqId) {
+        let counters = self.sched.seq(id).map(|seq| seq.route.counters);
         if let Some(mut state) = self.release(id) {
-            state.finish(FinishReason::Abort, None, &self.metrics);
+            let counters = counters.unwrap_or_default();
+            state.finish(FinishReason::Abort, None, counters, &self.metrics);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Steps written by remote tiers: sending calls and applying their replies.
 
+use glimprouter_core::route_state::Phase;
 use glimprouter_core::sampling::entropy_from_top_logprobs;
 use glimprouter_core::scheduler::SeqOutcome;
 use glimprouter_core::{Model, SeqId, TokenId};
@@ -26,12 +27,12 @@ impl EngineCore {
                 continue;
             };
             let mut stop = state.sampling.stop.clone();
-            if !state.in_answer && !state.routing.delimiter.is_empty() {
+            if seq.route.phase == Phase::Reasoning && !state.routing.delimiter.is_empty() {
                 stop.insert(0, state.routing.delimiter.clone());
             }
             // A remote SLM opening a step glimpses first: one token and the
             // top log-probabilities H_init is estimated from.
-            let glimpse = seq.writer == Model::Slm && state.at_step_start && !state.in_answer;
+            let glimpse = seq.writer == Model::Slm && seq.route.glimpse_next();
             let call = StepCall {
                 seq_id: id,
                 context: seq.tokens.clone(),
@@ -42,7 +43,7 @@ impl EngineCore {
                 },
                 stop,
                 sampling: state.sampling.clone(),
-                step_index: state.steps,
+                step_index: seq.route.counters.steps,
                 glimpse_logprobs: glimpse.then_some(GLIMPSE_TOP_LOGPROBS),
             };
             remote.dispatch(seq.writer, call);
@@ -156,10 +157,21 @@ impl EngineCore {
         self.open_step(id, writer, &mut out);
         let mut kept = 0;
         loop {
+            let phase = self.route_after(id, &out).phase;
             let state = self.requests.get_mut(&id)?;
-            let verdict =
-                state.push_tokens(&tokens[kept..], writer, &[], &self.tokenizer, &self.metrics);
+            let verdict = state.push_tokens(
+                &tokens[kept..],
+                writer,
+                phase,
+                &[],
+                &self.tokenizer,
+                &self.metrics,
+            );
             kept += verdict.kept;
+            // The outcome holds its tokens before its verdict is applied, so the
+            // routing state read there (a finish's counters) includes them.
+            out.appended = tokens[..kept].to_vec();
+            out.writer = Some(writer);
             self.apply_verdict(id, &verdict, writer, &mut out);
             let answer_model = self.requests.get(&id).map(|s| s.routing.answer_model);
             let keeps_writing = verdict.answer_started && answer_model == Some(writer);
@@ -167,8 +179,6 @@ impl EngineCore {
                 break;
             }
         }
-        out.appended = tokens[..kept].to_vec();
-        out.writer = Some(writer);
         Some(out)
     }
 

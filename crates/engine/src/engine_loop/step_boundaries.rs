@@ -1,6 +1,7 @@
 //! Where steps open and close: counting a step, rewriting a rejected one, and what
 //! a token means for its request (stop, step end, answer).
 
+use glimprouter_core::route_state::{Phase, RouteState};
 use glimprouter_core::routing::StepJudge;
 use glimprouter_core::scheduler::SeqOutcome;
 use glimprouter_core::{Model, SeqId};
@@ -10,25 +11,30 @@ use crate::request::TokenVerdict;
 use super::EngineCore;
 
 impl EngineCore {
-    /// Counts a step opened by `writer` unless its glimpse already did.
+    /// The request's routing state (owned by its scheduler sequence) as `out`,
+    /// the outcome being built this iteration, would leave it.
+    pub(super) fn route_after(&self, id: SeqId, out: &SeqOutcome) -> RouteState {
+        self.sched.seq(id).map_or(RouteState::new(0), |seq| {
+            seq.route.after(out, seq.writer, seq.prompt_len, seq.len())
+        })
+    }
+
+    /// Opens a step written by `writer` if the next token opens one and no
+    /// glimpse in `out` opened it already.
     pub(super) fn open_step(&mut self, id: SeqId, writer: Model, out: &mut SeqOutcome) {
+        let route = self.route_after(id, out);
+        if !route.glimpse_next() {
+            return;
+        }
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
-        if state.at_step_start && !state.in_answer && !state.step_counted {
-            state.steps += 1;
-            state.step_counted = true;
-            if writer == Model::Llm {
-                state.stats.llm_steps += 1;
-            }
-            // A step the LLM may still rewrite is recorded once judged.
-            if !(writer == Model::Slm && state.holds_steps_for_judging()) {
-                self.metrics.record_step(writer);
-            }
-            out.step_started = Some(writer);
-            state.start_step_tracking();
+        // A step the LLM may still rewrite is recorded once judged.
+        if !(writer == Model::Slm && state.holds_steps_for_judging(route.phase)) {
+            self.metrics.record_step(writer);
         }
-        state.at_step_start = false;
+        out.step_started = Some(writer);
+        state.start_step_tracking(route.phase);
     }
 
     /// Discards the SLM's current step; the LLM writes it again.
@@ -36,13 +42,10 @@ impl EngineCore {
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
-        // The engine's snapshot marks where the step began; the scheduler's
-        // own mark is only updated when this outcome is applied.
+        // The engine's snapshot marks where the step began, in the text and
+        // in the tokens alike.
         let step_start = state.prompt_len + state.rollback_step();
         state.pending_finish = None;
-        state.stats.llm_steps += 1;
-        state.at_step_start = false;
-        state.step_counted = true;
         self.metrics.record_step(Model::Llm);
         out.appended.clear();
         out.writer = None;
@@ -58,13 +61,14 @@ impl EngineCore {
         writer: Model,
         out: &mut SeqOutcome,
     ) {
+        let route = self.route_after(id, out);
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
         let rules = state.routing.policy.rules();
         if let Some((reason, stop)) = verdict.finish.clone() {
             // The SLM's last step is judged like any other before the request ends.
-            if writer == Model::Slm && state.holds_steps_for_judging() {
+            if writer == Model::Slm && state.holds_steps_for_judging(route.phase) {
                 match rules.step_judge() {
                     StepJudge::LlmScore => {
                         state.pending_finish = Some((reason, stop));
@@ -81,13 +85,14 @@ impl EngineCore {
                 }
             }
             out.finished = true;
-            state.finish(reason, stop, &self.metrics);
+            state.finish(reason, stop, route.counters, &self.metrics);
             return;
         }
         let answer_model = state.routing.answer_model;
-        let step_budget_spent = state.routing.max_steps.is_some_and(|m| state.steps >= m);
-        if verdict.answer_started || (verdict.step_end && step_budget_spent && !state.in_answer) {
-            state.in_answer = true;
+        let reasoning = route.phase == Phase::Reasoning;
+        let step_budget_spent =
+            (state.routing.max_steps).is_some_and(|m| route.counters.steps >= m);
+        if verdict.answer_started || (verdict.step_end && step_budget_spent && reasoning) {
             state.release_held(&self.metrics);
             state.step_snapshot = None;
             out.enter_answer = true;
@@ -99,8 +104,7 @@ impl EngineCore {
         if !verdict.step_end {
             return;
         }
-        state.at_step_start = true;
-        state.step_counted = false;
+        out.step_ended = true;
         match writer {
             Model::Slm => match rules.step_judge() {
                 StepJudge::LlmScore => out.request_judge = true,

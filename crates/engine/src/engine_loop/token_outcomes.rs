@@ -42,13 +42,12 @@ impl EngineCore {
         logits: &[f32],
         shadow: Option<&[f32]>,
     ) -> Option<SeqOutcome> {
-        let state = self.requests.get_mut(&id)?;
         let mut out = SeqOutcome {
             seq_id: id,
             ..SeqOutcome::default()
         };
-        let glimpse = state.at_step_start && !state.in_answer;
-        if glimpse && self.route_glimpse(id, entropy(logits), &mut out) == Model::Llm {
+        let route = self.route_after(id, &out);
+        if route.glimpse_next() && self.route_glimpse(id, entropy(logits), &mut out) == Model::Llm {
             if let Some(llm_logits) = shadow {
                 self.push_llm_token(id, llm_logits, &mut out);
             }
@@ -56,9 +55,10 @@ impl EngineCore {
         }
         self.open_step(id, Model::Slm, &mut out);
         let processed = self.processed_logits(id, logits, &[]);
+        let phase = route.phase;
         let state = self.requests.get_mut(&id)?;
         let token = sample(&processed, &state.sampling, &mut state.rng);
-        if state.holds_steps_for_judging() {
+        if state.holds_steps_for_judging(phase) {
             state
                 .step_stats
                 .push_token(entropy(logits), token_logprob(logits, token));
@@ -66,6 +66,7 @@ impl EngineCore {
         let verdict = state.push_tokens(
             &[token],
             Model::Slm,
+            phase,
             &[logits],
             &self.tokenizer,
             &self.metrics,
@@ -82,7 +83,7 @@ impl EngineCore {
         let Some(state) = self.requests.get_mut(&id) else {
             return Model::Slm;
         };
-        state.stats.h_init.push(h);
+        state.h_init.push(h);
         self.metrics.h_init.observe(h as f64);
         let routing = &state.routing;
         let dest = routing
@@ -90,10 +91,6 @@ impl EngineCore {
             .rules()
             .route_after_glimpse(routing, h, &mut state.rng);
         if dest == Model::Llm {
-            state.steps += 1;
-            state.step_counted = true;
-            state.stats.llm_steps += 1;
-            state.at_step_start = false;
             self.metrics.record_step(Model::Llm);
             out.step_started = Some(Model::Llm);
             out.route_to = Some(Model::Llm);
@@ -115,6 +112,7 @@ impl EngineCore {
     pub(super) fn push_llm_token(&mut self, id: SeqId, logits: &[f32], out: &mut SeqOutcome) {
         self.open_step(id, Model::Llm, out);
         let processed = self.processed_logits(id, logits, &[]);
+        let phase = self.route_after(id, out).phase;
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
@@ -122,6 +120,7 @@ impl EngineCore {
         let verdict = state.push_tokens(
             &[token],
             Model::Llm,
+            phase,
             &[logits],
             &self.tokenizer,
             &self.metrics,
@@ -151,6 +150,7 @@ impl EngineCore {
             .enumerate()
             .map(|(i, r)| self.processed_logits(id, r, &drafts[..i.min(drafts.len())]))
             .collect();
+        let phase = self.route_after(id, &out).phase;
         let state = self.requests.get_mut(&id)?;
         let acceptance = if state.sampling.is_greedy() {
             let rows: Vec<&[f32]> = processed.iter().map(|r| &r[..]).collect();
@@ -165,14 +165,13 @@ impl EngineCore {
         let a = acceptance.num_accepted.min(k);
         let mut tokens = drafts[..a].to_vec();
         tokens.push(acceptance.next_token);
-        state.stats.draft_tokens += k;
-        state.stats.accepted_draft_tokens += a;
         self.metrics.spec_drafts.inc();
         self.metrics.spec_draft_tokens.inc_by(k as u64);
         self.metrics.spec_accepted_tokens.inc_by(a as u64);
         let verdict = state.push_tokens(
             &tokens,
             Model::Llm,
+            phase,
             &rows[..tokens.len()],
             &self.tokenizer,
             &self.metrics,
@@ -189,7 +188,7 @@ impl EngineCore {
     pub(super) fn on_judge(&mut self, row: &BatchRow, rows: &[&[f32]]) -> Option<SeqOutcome> {
         let id = row.seq_id;
         let seq = self.sched.seq(id)?;
-        let (step_start, len) = (seq.step_start, seq.tokens.len());
+        let (step_start, len) = (seq.route.step_start, seq.tokens.len());
         let mut judge = StepStats::new();
         for p in step_start..len {
             // Logits at position p - 1 predict the token at p.
@@ -197,11 +196,12 @@ impl EngineCore {
                 judge.push_judge_logprob(token_logprob(r, seq.tokens[p]));
             }
         }
-        let state = self.requests.get_mut(&id)?;
         let mut out = SeqOutcome {
             seq_id: id,
             ..SeqOutcome::default()
         };
+        let counters = self.route_after(id, &out).counters;
+        let state = self.requests.get_mut(&id)?;
         if state
             .routing
             .policy
@@ -215,7 +215,7 @@ impl EngineCore {
             self.metrics.record_step(Model::Slm);
             if let Some((reason, stop)) = state.pending_finish.take() {
                 out.finished = true;
-                state.finish(reason, stop, &self.metrics);
+                state.finish(reason, stop, counters, &self.metrics);
             }
         }
         Some(out)
@@ -226,7 +226,7 @@ impl EngineCore {
 mod tests {
     use glimprouter_core::RoutingParams;
 
-    use super::super::testing::{add_request, core, peaked};
+    use super::super::testing::{add_request, apply, core, peaked};
     use super::*;
 
     fn glimp(tau: f32) -> RoutingParams {
@@ -256,7 +256,8 @@ mod tests {
         assert_eq!(out.step_started, Some(Model::Llm));
         assert_eq!(out.route_to, Some(Model::Llm));
         assert!(out.appended.is_empty());
-        assert_eq!(core.requests[&2].stats.llm_steps, 1);
+        assert_eq!(core.route_after(2, &out).counters.llm_steps, 1);
+        assert_eq!(core.requests[&2].h_init.len(), 1);
         // With the LLM's logits beside the glimpse, its first token comes at once.
         let _e = add_request(&mut core, 3, glimp(0.8));
         let out = core
@@ -276,7 +277,8 @@ mod tests {
             core.tokenizer.token_id("Ġ6").unwrap(),
         );
         let _e = add_request(&mut core, 1, glimp(0.8));
-        core.on_slm_token(1, &peaked(&core, five), None).unwrap();
+        let out = core.on_slm_token(1, &peaked(&core, five), None).unwrap();
+        apply(&mut core, out);
         // Mid-step, even a flat distribution is not a glimpse: no routing.
         let mut flat = vec![0f32; core.tokenizer.vocab_size()];
         flat[six as usize] = 0.5;
