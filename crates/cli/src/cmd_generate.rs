@@ -34,7 +34,7 @@ pub struct GenerateArgs {
     pub temperature: f32,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Routing policy (glimp, slm, llm, random, step-entropy, step-ppl, specreason).
+    /// Routing policy (glimp, glimp-llm-first, slm, llm, random, step-entropy, step-ppl, specreason).
     #[arg(long)]
     pub policy: Option<String>,
     #[arg(long)]

@@ -89,6 +89,8 @@ impl SamplingParams {
 pub enum Policy {
     /// GlimpRouter: the LLM writes the step when the SLM's first-token entropy > tau.
     Glimp,
+    /// GlimpRouter with the first step (the plan) written by the LLM.
+    GlimpLlmFirst,
     /// Every step by the SLM.
     Slm,
     /// Every step by the LLM.
@@ -108,6 +110,7 @@ impl Policy {
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Glimp => "glimp",
+            Policy::GlimpLlmFirst => "glimp-llm-first",
             Policy::Slm => "slm",
             Policy::Llm => "llm",
             Policy::Random => "random",

@@ -10,6 +10,7 @@
 
 mod fixed;
 mod glimp;
+mod glimp_llm_first;
 mod random;
 mod specreason;
 mod step_judges;
@@ -88,6 +89,7 @@ impl Policy {
     pub fn rules(self) -> &'static dyn RoutingPolicy {
         match self {
             Policy::Glimp => &glimp::Glimp,
+            Policy::GlimpLlmFirst => &glimp_llm_first::GlimpLlmFirst,
             Policy::Slm => &fixed::SlmOnly,
             Policy::Llm => &fixed::LlmOnly,
             Policy::Random => &random::Random,
@@ -123,8 +125,9 @@ mod tests {
             .rewrite_after_step(&params(policy, tau), stats)
     }
 
-    const ALL: [Policy; 7] = [
+    const ALL: [Policy; 8] = [
         Policy::Glimp,
+        Policy::GlimpLlmFirst,
         Policy::Slm,
         Policy::Llm,
         Policy::Random,
@@ -134,32 +137,25 @@ mod tests {
     ];
 
     #[test]
-    fn only_the_llm_policy_starts_with_the_llm() {
-        for policy in ALL {
-            let expect = if policy == Policy::Llm {
-                Model::Llm
-            } else {
-                Model::Slm
-            };
-            assert_eq!(policy.rules().initial_writer(), expect, "{policy:?}");
-        }
-    }
-
-    #[test]
     fn what_each_policy_answers_the_scheduler_and_the_engine() {
+        use Model::{Llm, Slm};
         use StepJudge::{LlmScore, SlmStats};
-        // (policy, glimpse may hand the step to the LLM, judge, writer after an LLM step)
+        // (policy, initial writer, glimpse may hand the step to the LLM, judge,
+        // writer after an LLM step)
         let expected = [
-            (Policy::Glimp, true, StepJudge::None, Model::Slm),
-            (Policy::Slm, false, StepJudge::None, Model::Slm),
-            (Policy::Llm, false, StepJudge::None, Model::Llm),
-            (Policy::Random, true, StepJudge::None, Model::Slm),
-            (Policy::StepEntropy, false, SlmStats, Model::Slm),
-            (Policy::StepPpl, false, SlmStats, Model::Slm),
-            (Policy::Specreason, false, LlmScore, Model::Slm),
+            (Policy::Glimp, Slm, true, StepJudge::None, Slm),
+            (Policy::GlimpLlmFirst, Llm, true, StepJudge::None, Slm),
+            (Policy::Slm, Slm, false, StepJudge::None, Slm),
+            (Policy::Llm, Llm, false, StepJudge::None, Llm),
+            (Policy::Random, Slm, true, StepJudge::None, Slm),
+            (Policy::StepEntropy, Slm, false, SlmStats, Slm),
+            (Policy::StepPpl, Slm, false, SlmStats, Slm),
+            (Policy::Specreason, Slm, false, LlmScore, Slm),
         ];
-        for (policy, hands, judge, after_llm) in expected {
+        assert_eq!(expected.len(), ALL.len(), "every policy is in the table");
+        for (policy, first, hands, judge, after_llm) in expected {
             let rules = policy.rules();
+            assert_eq!(rules.initial_writer(), first, "{policy:?}");
             assert_eq!(rules.glimpse_may_hand_to_llm(), hands, "{policy:?}");
             assert_eq!(rules.step_judge(), judge, "{policy:?}");
             assert_eq!(rules.judges_after_step(), judge != StepJudge::None);
@@ -170,23 +166,12 @@ mod tests {
     #[test]
     fn glimp_compares_entropy_with_tau() {
         let mut rng = SeqRng::new(Some(0));
-        let p = params(Policy::Glimp, 1.0);
-        assert_eq!(
-            p.policy.rules().route_after_glimpse(&p, 1.5, &mut rng),
-            Model::Llm
-        );
-        assert_eq!(
-            p.policy.rules().route_after_glimpse(&p, 1.0, &mut rng),
-            Model::Slm
-        );
-        assert_eq!(
-            p.policy.rules().route_after_glimpse(&p, 0.2, &mut rng),
-            Model::Slm
-        );
-        assert_eq!(
-            p.policy.rules().route_after_glimpse(&p, f32::NAN, &mut rng),
-            Model::Slm
-        );
+        for policy in [Policy::Glimp, Policy::GlimpLlmFirst] {
+            assert_eq!(route(policy, 1.0, 1.5, &mut rng), Model::Llm);
+            assert_eq!(route(policy, 1.0, 1.0, &mut rng), Model::Slm);
+            assert_eq!(route(policy, 1.0, 0.2, &mut rng), Model::Slm);
+            assert_eq!(route(policy, 1.0, f32::NAN, &mut rng), Model::Slm);
+        }
     }
 
     #[test]

@@ -68,6 +68,23 @@ fn tau_plus_infinity_is_exactly_the_slm_and_minus_infinity_exactly_the_llm() {
 }
 
 #[test]
+fn glimp_llm_first_gives_the_llm_the_first_step_and_routes_the_rest() {
+    let first_only = outputs(Policy::GlimpLlmFirst, f32::INFINITY, 0);
+    for o in &first_only {
+        let r = &o.finished.routing;
+        assert_eq!(r.llm_steps, 1, "{r:?}");
+        assert!(r.steps > 1, "{r:?}");
+        let llm_tokens = o.writers.iter().take_while(|&&w| w == Model::Llm).count();
+        assert!(llm_tokens >= 1, "the LLM opens: {:?}", o.writers);
+        assert!(o.writers[llm_tokens..].iter().all(|&w| w == Model::Slm));
+    }
+    assert_eq!(
+        tokens(&outputs(Policy::GlimpLlmFirst, f32::NEG_INFINITY, 0)),
+        tokens(&outputs(Policy::Llm, 0.0, 0))
+    );
+}
+
+#[test]
 fn speculation_on_or_off_gives_identical_greedy_output() {
     let plain = outputs(Policy::Llm, 0.0, 0);
     let spec = outputs(Policy::Llm, 0.0, 3);
