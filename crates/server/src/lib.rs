@@ -23,6 +23,7 @@ pub mod params;
 pub mod protocol;
 pub mod sse;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod unsupported_fields;
 
@@ -63,7 +64,8 @@ pub fn router(engine: EngineHandle, config: &ServerConfig) -> Result<Router, Ser
     router_with_backend(Arc::new(EngineBackend::new(engine)), config)
 }
 
-/// The app over any [`Backend`] (tests use [`testing::ScriptedBackend`]).
+/// The app over any [`Backend`] (the HTTP tests use the scripted backend of the
+/// `testing` feature).
 pub fn router_with_backend(
     backend: Arc<dyn Backend>,
     config: &ServerConfig,
