@@ -76,6 +76,6 @@ mod tests {
     fn unknown_fields_are_ignored_but_known_ones_parsed() {
         let request: CompletionRequest =
             parse(br#"{"prompt": "x", "presence_penalty": 0, "n": 2}"#).unwrap();
-        assert_eq!(request.n, Some(2));
+        assert_eq!(request.shared.n, Some(2));
     }
 }

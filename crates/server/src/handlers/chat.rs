@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::generation::{collect_all, completion_tokens, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
-use crate::params::{chat_turns, SamplingInput};
+use crate::params::chat_turns;
 use crate::protocol::chat::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatRequest, ChatResponse,
     CHAT_CHUNK_OBJECT, CHAT_OBJECT,
@@ -83,24 +83,12 @@ async fn handle(
     let checked = check_common(
         &state,
         CommonFields {
-            model: body.model.as_deref(),
-            stream: body.stream,
-            has_stream_options: body.stream_options.is_some(),
-            sampling: SamplingInput {
-                temperature: body.temperature,
-                top_p: body.top_p,
-                top_k: body.top_k,
-                min_p: body.min_p,
-                seed: body.seed,
-                max_tokens,
-                max_tokens_param,
-                stop: body.stop.clone(),
-                n: body.n,
-                ignore_eos: body.ignore_eos,
-                logprobs: want_logprobs.then_some(body.top_logprobs.unwrap_or(0)),
-                logprobs_param: "top_logprobs",
-            },
-            routing: body.routing.clone(),
+            shared: &body.shared,
+            max_tokens: (max_tokens, max_tokens_param),
+            logprobs: (
+                want_logprobs.then_some(body.top_logprobs.unwrap_or(0)),
+                "top_logprobs",
+            ),
             other: &body.other,
         },
     )?;
@@ -132,7 +120,7 @@ async fn handle(
         max_tokens = sampling.max_tokens,
         stream,
         policy = routing.policy.as_str(),
-        user = body.user.as_deref().unwrap_or(""),
+        user = body.shared.user.as_deref().unwrap_or(""),
         "chat request accepted"
     );
     let deadline = Deadline::new(ctx.arrival, state.request_timeout);
@@ -154,6 +142,7 @@ async fn handle(
             jobs,
             admission,
             include_usage: body
+                .shared
                 .stream_options
                 .as_ref()
                 .is_some_and(|o| o.include_usage),

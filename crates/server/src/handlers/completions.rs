@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::generation::{collect_all, completion_tokens, start, Deadline, RequestCtx};
 use crate::json::ApiJson;
 use crate::middleware::RequestId;
-use crate::params::{self, SamplingInput};
+use crate::params;
 use crate::protocol::common::unix_now;
 use crate::protocol::completions::{
     CompletionChoice, CompletionRequest, CompletionResponse, COMPLETION_OBJECT,
@@ -50,24 +50,9 @@ async fn handle(
     let checked = check_common(
         &state,
         CommonFields {
-            model: body.model.as_deref(),
-            stream: body.stream,
-            has_stream_options: body.stream_options.is_some(),
-            sampling: SamplingInput {
-                temperature: body.temperature,
-                top_p: body.top_p,
-                top_k: body.top_k,
-                min_p: body.min_p,
-                seed: body.seed,
-                max_tokens: body.max_tokens,
-                max_tokens_param: "max_tokens",
-                stop: body.stop.clone(),
-                n: body.n,
-                ignore_eos: body.ignore_eos,
-                logprobs: body.logprobs,
-                logprobs_param: "logprobs",
-            },
-            routing: body.routing.clone(),
+            shared: &body.shared,
+            max_tokens: (body.max_tokens, "max_tokens"),
+            logprobs: (body.logprobs, "logprobs"),
             other: &body.other,
         },
     )?;
@@ -92,7 +77,7 @@ async fn handle(
         max_tokens = sampling.max_tokens,
         stream,
         policy = routing.policy.as_str(),
-        user = body.user.as_deref().unwrap_or(""),
+        user = body.shared.user.as_deref().unwrap_or(""),
         "completion request accepted"
     );
     let deadline = Deadline::new(ctx.arrival, state.request_timeout);
@@ -127,7 +112,7 @@ async fn handle(
             writer,
             jobs,
             admission,
-            include_usage: body.stream_options.is_some_and(|o| o.include_usage),
+            include_usage: body.shared.stream_options.is_some_and(|o| o.include_usage),
             prompt_tokens,
             policy: routing.policy.as_str().to_string(),
             deadline,

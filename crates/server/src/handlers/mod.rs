@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::generation::RequestCtx;
 use crate::params::{check_sampling, routing_params, SamplingInput};
-use crate::protocol::RoutingOverrides;
+use crate::protocol::common::SharedFields;
 use crate::state::AppState;
 use crate::{logits_fields, unsupported_fields};
 
@@ -55,11 +55,12 @@ pub fn check_stream_options(stream: bool, has_options: bool) -> Result<(), ApiEr
 
 /// The fields both generation endpoints read the same way.
 pub struct CommonFields<'a> {
-    pub model: Option<&'a str>,
-    pub stream: Option<bool>,
-    pub has_stream_options: bool,
-    pub sampling: SamplingInput,
-    pub routing: Option<RoutingOverrides>,
+    pub shared: &'a SharedFields,
+    /// `max_tokens` and the field it came from (chat also has `max_completion_tokens`).
+    pub max_tokens: (Option<i64>, &'static str),
+    /// Alternatives per token to return and the field they came from;
+    /// `Some(0)` = only the sampled token's logprob.
+    pub logprobs: (Option<i64>, &'static str),
     /// The fields the endpoint's body type did not name.
     pub other: &'a Map<String, Value>,
 }
@@ -77,10 +78,24 @@ pub struct Checked {
 /// Checks the common fields in one order for both endpoints: the model, the stream
 /// options, the sampling values, the fields refused unless no-ops, the routing.
 pub fn check_common(state: &AppState, fields: CommonFields) -> Result<Checked, ApiError> {
-    check_model(state, fields.model)?;
-    let stream = fields.stream.unwrap_or(false);
-    check_stream_options(stream, fields.has_stream_options)?;
-    let mut checked = check_sampling(fields.sampling)?;
+    let shared = fields.shared;
+    check_model(state, shared.model.as_deref())?;
+    let stream = shared.stream.unwrap_or(false);
+    check_stream_options(stream, shared.stream_options.is_some())?;
+    let mut checked = check_sampling(SamplingInput {
+        temperature: shared.temperature,
+        top_p: shared.top_p,
+        top_k: shared.top_k,
+        min_p: shared.min_p,
+        seed: shared.seed,
+        max_tokens: fields.max_tokens.0,
+        max_tokens_param: fields.max_tokens.1,
+        stop: shared.stop.clone(),
+        n: shared.n,
+        ignore_eos: shared.ignore_eos,
+        logprobs: fields.logprobs.0,
+        logprobs_param: fields.logprobs.1,
+    })?;
     logits_fields::apply(fields.other, &mut checked.sampling)?;
     unsupported_fields::check(fields.other, checked.n)?;
     Ok(Checked {
@@ -88,6 +103,6 @@ pub fn check_common(state: &AppState, fields: CommonFields) -> Result<Checked, A
         sampling: checked.sampling,
         max_tokens: checked.max_tokens,
         n: checked.n,
-        routing: routing_params(fields.routing, &state.default_routing)?,
+        routing: routing_params(shared.routing.clone(), &state.default_routing)?,
     })
 }

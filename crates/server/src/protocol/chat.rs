@@ -2,31 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{RoutingOverrides, RoutingSummary, StreamOptions, UsageOut};
+use super::common::{RoutingSummary, SharedFields, UsageOut};
 use super::logprobs::ChatLogprobs;
 
 /// Fields nobody knows are ignored (as vLLM does), so newer clients keep working.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest {
-    pub model: Option<String>,
     pub messages: Vec<ChatMessageIn>,
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub seed: Option<i64>,
-    pub stop: Option<serde_json::Value>,
-    pub n: Option<i64>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
-    pub user: Option<String>,
-    pub ignore_eos: Option<bool>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub routing: Option<RoutingOverrides>,
     pub add_generation_prompt: Option<bool>,
+    /// The fields both generation endpoints share (before `other`, which
+    /// takes what no field above claimed).
+    #[serde(flatten)]
+    pub shared: SharedFields,
     /// Every other field: the ones vLLM would honour are refused unless they are no-ops
     /// (`unsupported_fields`), the rest ignored.
     #[serde(flatten)]

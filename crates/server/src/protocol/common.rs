@@ -7,6 +7,25 @@ use glimprouter_core::{Model, RoutingParams};
 use glimprouter_engine::RoutingStats;
 use serde::{Deserialize, Serialize};
 
+/// The fields both generation bodies (`/v1/completions`, `/v1/chat/completions`)
+/// take the same way, flattened into each.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SharedFields {
+    pub model: Option<String>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Option<serde_json::Value>,
+    pub n: Option<i64>,
+    pub user: Option<String>,
+    pub ignore_eos: Option<bool>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub routing: Option<RoutingOverrides>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct StreamOptions {
     #[serde(default)]

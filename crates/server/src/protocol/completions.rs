@@ -3,33 +3,24 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{RoutingOverrides, RoutingSummary, StreamOptions, UsageOut};
+use super::common::{RoutingSummary, SharedFields, UsageOut};
 use super::logprobs::CompletionLogprobs;
 
 /// Fields nobody knows are ignored (as vLLM does), so newer clients keep working.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
-    pub model: Option<String>,
     /// A string, a list of strings, a list of token ids or a list of such lists;
     /// checked by `params::prompts`.
     pub prompt: Value,
     pub max_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub seed: Option<i64>,
-    pub stop: Option<Value>,
-    pub n: Option<i64>,
     pub logprobs: Option<i64>,
     pub echo: Option<bool>,
-    pub user: Option<String>,
-    pub ignore_eos: Option<bool>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub routing: Option<RoutingOverrides>,
     /// vLLM's extension: each choice also carries its generated token ids.
     pub return_token_ids: Option<bool>,
+    /// The fields both generation endpoints share (before `other`, which
+    /// takes what no field above claimed).
+    #[serde(flatten)]
+    pub shared: SharedFields,
     /// Every other field: the ones vLLM would honour are refused unless they are no-ops
     /// (`unsupported_fields`), the rest ignored.
     #[serde(flatten)]
