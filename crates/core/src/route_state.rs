@@ -27,6 +27,15 @@ pub struct RouteCounters {
     pub accepted_draft_tokens: usize,
 }
 
+impl RouteCounters {
+    /// The output's length: every output token was written by one of the two
+    /// models and is counted for it, and the tokens of a rewritten step are
+    /// taken off the SLM's count when they are rolled back.
+    pub fn output_tokens(&self) -> usize {
+        self.slm_tokens + self.llm_tokens
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteState {
     pub phase: Phase,

@@ -37,9 +37,6 @@ pub(crate) struct RequestState {
     pub routing: RoutingParams,
     pub rng: SeqRng,
     pub text: TextState,
-    /// Output tokens so far, as the detokenizer has seen them: the sequence's
-    /// output plus the tokens of the outcome being built.
-    pub output: Vec<TokenId>,
     pub prompt_len: usize,
     pub eos: Vec<TokenId>,
     /// Per-token entropy / log-prob of the SLM's current step (judge policies).
@@ -58,6 +55,17 @@ pub(crate) struct RequestState {
     pub finished: bool,
     /// Its place among the requests the engine may hold, freed with the state.
     pub queue_slot: Option<QueueSlot>,
+}
+
+/// Tokens a model wrote, as [`RequestState::push_tokens`] takes them.
+pub(crate) struct Written<'a> {
+    pub tokens: &'a [TokenId],
+    pub writer: Model,
+    /// The request's phase as they were written.
+    pub phase: Phase,
+    /// The output before them: the sequence's tokens (their one owner) plus
+    /// what the outcome being built appended.
+    pub before: Vec<TokenId>,
 }
 
 /// What feeding tokens through the request's text state concluded.
@@ -95,7 +103,6 @@ impl RequestState {
             },
             sampling,
             routing,
-            output: Vec::new(),
             prompt_len,
             eos,
             step_stats: StepStats::new(),
@@ -124,18 +131,22 @@ impl RequestState {
     /// token `i` was drawn from.
     pub fn push_tokens(
         &mut self,
-        tokens: &[TokenId],
-        writer: Model,
-        phase: Phase,
+        written: Written,
         logits_rows: &[&[f32]],
         tokenizer: &ModelTokenizer,
         metrics: &EngineMetrics,
     ) -> TokenVerdict {
+        let Written {
+            tokens,
+            writer,
+            phase,
+            before: mut output,
+        } = written;
         let mut verdict = TokenVerdict::default();
         let mut text = String::new();
         let mut logprobs = self.sampling.logprobs.map(|_| Vec::new());
         for (i, &tok) in tokens.iter().enumerate() {
-            self.output.push(tok);
+            output.push(tok);
             verdict.kept += 1;
             if let (Some(n), Some(lps), Some(row)) = (
                 self.sampling.logprobs,
@@ -156,12 +167,12 @@ impl RequestState {
             } else {
                 self.text
                     .decoder
-                    .next_text(tokenizer, &self.output)
+                    .next_text(tokenizer, &output)
                     .unwrap_or_default()
             };
-            self.text.output_len = self.output.len();
+            self.text.output_len = output.len();
             let watcher = &mut self.text.watcher;
-            watcher.set_stops_active(self.output.len() >= self.sampling.min_tokens);
+            watcher.set_stops_active(output.len() >= self.sampling.min_tokens);
             let ev = watcher.push(&piece);
             text.push_str(&ev.emit);
             if let Some(i) = ev.stop {
@@ -174,7 +185,7 @@ impl RequestState {
                 verdict.finish = Some((FinishReason::Stop, stop));
                 break;
             }
-            if self.output.len() >= self.sampling.max_tokens {
+            if output.len() >= self.sampling.max_tokens {
                 verdict.finish = Some((FinishReason::Length, None));
                 break;
             }
@@ -237,11 +248,10 @@ impl RequestState {
     pub fn rollback_step(&mut self) -> usize {
         self.held_deltas.clear();
         let Some(snap) = self.step_snapshot.take() else {
-            return self.output.len();
+            return self.text.output_len;
         };
-        self.output.truncate(snap.output_len);
         self.text = snap;
-        self.output.len()
+        self.text.output_len
     }
 
     pub fn start_step_tracking(&mut self, phase: Phase) {
@@ -285,7 +295,7 @@ impl RequestState {
             .inc();
         let usage = Usage {
             prompt_tokens: self.prompt_len,
-            completion_tokens: self.output.len(),
+            completion_tokens: counters.output_tokens(),
         };
         let _ = self.events.send(StreamEvent::Finished(Finished {
             reason,

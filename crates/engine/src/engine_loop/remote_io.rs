@@ -157,16 +157,9 @@ impl EngineCore {
         self.open_step(id, writer, &mut out);
         let mut kept = 0;
         loop {
-            let phase = self.route_after(id, &out).phase;
+            let written = self.written(id, &out, &tokens[kept..], writer);
             let state = self.requests.get_mut(&id)?;
-            let verdict = state.push_tokens(
-                &tokens[kept..],
-                writer,
-                phase,
-                &[],
-                &self.tokenizer,
-                &self.metrics,
-            );
+            let verdict = state.push_tokens(written, &[], &self.tokenizer, &self.metrics);
             kept += verdict.kept;
             // The outcome holds its tokens before its verdict is applied, so the
             // routing state read there (a finish's counters) includes them.

@@ -4,9 +4,9 @@
 use glimprouter_core::route_state::{Phase, RouteState};
 use glimprouter_core::routing::StepJudge;
 use glimprouter_core::scheduler::SeqOutcome;
-use glimprouter_core::{Model, SeqId};
+use glimprouter_core::{Model, SeqId, TokenId};
 
-use crate::request::TokenVerdict;
+use crate::request::{TokenVerdict, Written};
 
 use super::EngineCore;
 
@@ -17,6 +17,29 @@ impl EngineCore {
         self.sched.seq(id).map_or(RouteState::new(0), |seq| {
             seq.route.after(out, seq.writer, seq.prompt_len, seq.len())
         })
+    }
+
+    /// How tokens `writer` writes now land: the phase and the output before
+    /// them, as `out` leaves them.
+    pub(super) fn written<'a>(
+        &self,
+        id: SeqId,
+        out: &SeqOutcome,
+        tokens: &'a [TokenId],
+        writer: Model,
+    ) -> Written<'a> {
+        let phase = self.route_after(id, out).phase;
+        let mut before = self
+            .sched
+            .seq(id)
+            .map_or(Vec::new(), |s| s.output().to_vec());
+        before.extend_from_slice(&out.appended);
+        Written {
+            tokens,
+            writer,
+            phase,
+            before,
+        }
     }
 
     /// Opens a step written by `writer` if the next token opens one and no

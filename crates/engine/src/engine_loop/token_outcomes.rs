@@ -55,23 +55,18 @@ impl EngineCore {
         }
         self.open_step(id, Model::Slm, &mut out);
         let processed = self.processed_logits(id, logits, &[]);
-        let phase = route.phase;
         let state = self.requests.get_mut(&id)?;
         let token = sample(&processed, &state.sampling, &mut state.rng);
-        if state.holds_steps_for_judging(phase) {
+        if state.holds_steps_for_judging(route.phase) {
             state
                 .step_stats
                 .push_token(entropy(logits), token_logprob(logits, token));
         }
-        let verdict = state.push_tokens(
-            &[token],
-            Model::Slm,
-            phase,
-            &[logits],
-            &self.tokenizer,
-            &self.metrics,
-        );
-        out.appended = vec![token];
+        let token = [token];
+        let written = self.written(id, &out, &token, Model::Slm);
+        let state = self.requests.get_mut(&id)?;
+        let verdict = state.push_tokens(written, &[logits], &self.tokenizer, &self.metrics);
+        out.appended = token.to_vec();
         out.writer = Some(Model::Slm);
         self.apply_verdict(id, &verdict, Model::Slm, &mut out);
         Some(out)
@@ -112,20 +107,17 @@ impl EngineCore {
     pub(super) fn push_llm_token(&mut self, id: SeqId, logits: &[f32], out: &mut SeqOutcome) {
         self.open_step(id, Model::Llm, out);
         let processed = self.processed_logits(id, logits, &[]);
-        let phase = self.route_after(id, out).phase;
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
         let token = sample(&processed, &state.sampling, &mut state.rng);
-        let verdict = state.push_tokens(
-            &[token],
-            Model::Llm,
-            phase,
-            &[logits],
-            &self.tokenizer,
-            &self.metrics,
-        );
-        out.appended = vec![token];
+        let token = [token];
+        let written = self.written(id, out, &token, Model::Llm);
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let verdict = state.push_tokens(written, &[logits], &self.tokenizer, &self.metrics);
+        out.appended = token.to_vec();
         out.writer = Some(Model::Llm);
         self.apply_verdict(id, &verdict, Model::Llm, out);
     }
@@ -150,7 +142,6 @@ impl EngineCore {
             .enumerate()
             .map(|(i, r)| self.processed_logits(id, r, &drafts[..i.min(drafts.len())]))
             .collect();
-        let phase = self.route_after(id, &out).phase;
         let state = self.requests.get_mut(&id)?;
         let acceptance = if state.sampling.is_greedy() {
             let rows: Vec<&[f32]> = processed.iter().map(|r| &r[..]).collect();
@@ -168,10 +159,10 @@ impl EngineCore {
         self.metrics.spec_drafts.inc();
         self.metrics.spec_draft_tokens.inc_by(k as u64);
         self.metrics.spec_accepted_tokens.inc_by(a as u64);
+        let written = self.written(id, &out, &tokens, Model::Llm);
+        let state = self.requests.get_mut(&id)?;
         let verdict = state.push_tokens(
-            &tokens,
-            Model::Llm,
-            phase,
+            written,
             &rows[..tokens.len()],
             &self.tokenizer,
             &self.metrics,
