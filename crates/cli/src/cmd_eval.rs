@@ -56,7 +56,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
-    let base = config.engine.routing.clone();
+    let base = config.engine.default_routing();
     let mut opts = if args.quick {
         EvalOptions::quick(base)
     } else {

@@ -51,7 +51,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let engine =
         Engine::start(&config.engine, Default::default()).context("starting the engine")?;
-    let mut routing = config.engine.routing.clone();
+    let mut routing = config.engine.default_routing();
     if let Some(p) = &args.policy {
         routing.policy = serde_json::from_value::<Policy>(serde_json::Value::String(p.clone()))
             .with_context(|| format!("unknown policy `{p}`"))?;

@@ -16,6 +16,7 @@ pub mod block_table;
 pub mod logits_processors;
 pub mod params;
 pub mod prefix_hash;
+pub mod reasoning;
 pub mod route_state;
 pub mod routing;
 pub mod sampling;

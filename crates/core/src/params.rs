@@ -141,6 +141,10 @@ pub struct RoutingParams {
     pub answer_model: Model,
     /// Most reasoning steps before the answer is forced (None = unlimited).
     pub max_steps: Option<usize>,
+    /// Most output tokens spent reasoning (vLLM's `thinking_token_budget`):
+    /// past it the engine writes the answer marker (the end of the thinking
+    /// block) itself and the answer model answers. None = unlimited.
+    pub thinking_token_budget: Option<usize>,
     /// Whether a local LLM catches up on the SLM's tokens beside every
     /// glimpse (glimp, random), so a step routed to it starts at once, or
     /// only when a step or the answer is handed to it. Eager pays an LLM
@@ -161,6 +165,7 @@ impl Default for RoutingParams {
             answer_marker: None,
             answer_model: Model::Llm,
             max_steps: None,
+            thinking_token_budget: None,
             eager_catch_up: true,
         }
     }

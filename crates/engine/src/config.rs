@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use glimprouter_core::reasoning::ReasoningParser;
 use glimprouter_core::RoutingParams;
 use serde::{Deserialize, Serialize};
 
@@ -198,6 +199,11 @@ pub struct EngineConfig {
     /// Server-wide routing defaults; requests may override them.
     #[serde(default)]
     pub routing: RoutingParams,
+    /// The models' reasoning format (vLLM's `--reasoning-parser`: "qwen3",
+    /// "deepseek_r1"): the end of thinking becomes the routing's answer
+    /// marker, and chat responses carry the thoughts apart from the answer.
+    #[serde(default)]
+    pub reasoning_parser: Option<ReasoningParser>,
     /// Worker threads for the CPU kernels (0 = `RAYON_NUM_THREADS` if set, else all
     /// cores).
     #[serde(default)]
@@ -256,6 +262,7 @@ impl EngineConfig {
             max_model_len: None,
             enable_prefix_caching: true,
             routing: RoutingParams::default(),
+            reasoning_parser: None,
             num_threads: 0,
             speculative_disable_by_batch_size: None,
             long_prefill_token_threshold: None,
@@ -309,9 +316,27 @@ impl EngineConfig {
                     .into(),
             );
         }
+        if let (Some(parser), Some(marker)) = (self.reasoning_parser, &self.routing.answer_marker) {
+            if marker != parser.end() {
+                return Err(format!(
+                    "engine.routing.answer_marker = {marker:?} contradicts engine.reasoning_parser, whose thinking ends at {:?}; leave the marker out",
+                    parser.end()
+                ));
+            }
+        }
         // The defaults every request starts from must pass the request rules.
-        crate::validate::check_routing(&self.routing, self.remote_tiers())
+        crate::validate::check_routing(&self.default_routing(), self.remote_tiers())
             .map_err(|e| format!("engine.{}: {}", e.param, e.message))
+    }
+
+    /// The routing every request starts from: `routing`, with the end of
+    /// thinking of the reasoning parser as the answer marker.
+    pub fn default_routing(&self) -> RoutingParams {
+        let mut routing = self.routing.clone();
+        if let Some(parser) = self.reasoning_parser {
+            routing.answer_marker = Some(parser.end().to_string());
+        }
+        routing
     }
 
     /// The candle device `device` names.

@@ -20,6 +20,8 @@ pub struct EngineInfo {
     pub default_routing: glimprouter_core::RoutingParams,
     /// Which models (by `Model::idx`) a remote engine serves.
     pub remote: [bool; 2],
+    /// The models' reasoning format, if they think in a marked block.
+    pub reasoning_parser: Option<glimprouter_core::reasoning::ReasoningParser>,
 }
 
 impl EngineInfo {

@@ -172,7 +172,8 @@ impl Engine {
             remote: config.remote_tiers(),
             max_model_len,
             tokenizer: tokenizer.clone(),
-            default_routing: config.routing.clone(),
+            default_routing: config.default_routing(),
+            reasoning_parser: config.reasoning_parser,
         });
         let remote = if remote_tiers.iter().any(Option::is_some) {
             Some(RemoteDispatcher::new(remote_tiers, metrics.clone()).map_err(StartError::Thread)?)

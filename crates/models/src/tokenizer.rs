@@ -48,6 +48,52 @@ fn id_list(v: Option<&serde_json::Value>) -> Vec<u32> {
     }
 }
 
+/// `tojson` as `transformers` defines it for chat templates: Python's
+/// `json.dumps(x, ensure_ascii=False)`, i.e. `", "` and `": "` between items,
+/// keys in their given order, no HTML escaping (minijinja's own `tojson` is
+/// compact and escapes `<`, `>`, `&` and `'`, which changes the prompt).
+fn tojson_like_python(value: minijinja::Value) -> std::result::Result<String, minijinja::Error> {
+    struct PythonStyle;
+    fn item_separator<W: ?Sized + std::io::Write>(w: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+    impl serde_json::ser::Formatter for PythonStyle {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            item_separator(writer, first)
+        }
+
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            item_separator(writer, first)
+        }
+
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+        ) -> std::io::Result<()> {
+            writer.write_all(b": ")
+        }
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+    };
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonStyle);
+    serde::Serialize::serialize(&value, &mut ser).map_err(|e| fail(&e))?;
+    String::from_utf8(out).map_err(|e| fail(&e))
+}
+
 /// `chat_template`: a string, or a list of named templates (the "default" one is used).
 fn template_string(v: Option<&serde_json::Value>) -> Option<String> {
     match v? {
@@ -201,6 +247,18 @@ impl ModelTokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.apply_chat_template_with(messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// [`Self::apply_chat_template`] with extra template variables (vLLM's
+    /// `chat_template_kwargs`, e.g. `enable_thinking`); they cannot replace
+    /// `messages`, `add_generation_prompt` or the special tokens.
+    pub fn apply_chat_template_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
             ModelError::ChatTemplate("the checkpoint has no chat template".into())
         })?;
@@ -210,6 +268,7 @@ impl ModelTokenizer {
         // Python string/dict methods (`.startswith`, `.strip`, `.items`...) used by real
         // templates such as Qwen's.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson_like_python);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -219,12 +278,14 @@ impl ModelTokenizer {
         let tmpl = env
             .template_from_str(template)
             .map_err(|e| ModelError::ChatTemplate(e.to_string()))?;
-        tmpl.render(context! {
+        let base = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.clone().unwrap_or_default(),
             eos_token => self.eos_token.clone().unwrap_or_default(),
-        })
-        .map_err(|e| ModelError::ChatTemplate(e.to_string()))
+        };
+        // Later contexts only fill names the earlier ones lack.
+        tmpl.render(context! { ..base, ..minijinja::Value::from_serialize(kwargs) })
+            .map_err(|e| ModelError::ChatTemplate(e.to_string()))
     }
 }

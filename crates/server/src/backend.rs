@@ -1,6 +1,7 @@
 //! What the HTTP layer needs from the engine, as a trait so handlers can be
 //! tested against a scripted engine as well as the real [`EngineHandle`].
 
+use glimprouter_core::reasoning::ReasoningParser;
 use glimprouter_core::RoutingParams;
 use glimprouter_engine::{EngineError, EngineHandle, GenerateRequest, StreamEvent};
 use prometheus::proto::MetricFamily;
@@ -17,11 +18,13 @@ pub struct ChatTurn {
 pub trait TextCodec: Send + Sync {
     fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, String>;
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
-    /// Renders the model's chat template. `None` when the model has none.
+    /// Renders the model's chat template with extra template variables
+    /// (`chat_template_kwargs`). `None` when the model has none.
     fn apply_chat_template(
         &self,
         turns: &[ChatTurn],
         add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<Result<String, String>>;
     fn vocab_size(&self) -> usize;
     /// The text a single token stands for (for logprobs).
@@ -49,6 +52,10 @@ pub trait Backend: Send + Sync + 'static {
     fn gather_metrics(&self) -> Vec<MetricFamily>;
     /// Whether the engine can still generate (`/health`).
     fn is_running(&self) -> bool;
+    /// The models' reasoning format, if they think in a marked block.
+    fn reasoning_parser(&self) -> Option<ReasoningParser> {
+        None
+    }
 }
 
 /// The real engine.
@@ -101,6 +108,10 @@ impl Backend for EngineBackend {
     fn is_running(&self) -> bool {
         self.engine.is_running()
     }
+
+    fn reasoning_parser(&self) -> Option<ReasoningParser> {
+        self.engine.info().reasoning_parser
+    }
 }
 
 impl TextCodec for EngineBackend {
@@ -124,6 +135,7 @@ impl TextCodec for EngineBackend {
         &self,
         turns: &[ChatTurn],
         add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<Result<String, String>> {
         use glimprouter_models::tokenizer::ChatMessage;
         let tokenizer = &self.engine.info().tokenizer;
@@ -139,7 +151,7 @@ impl TextCodec for EngineBackend {
             .collect();
         Some(
             tokenizer
-                .apply_chat_template(&messages, add_generation_prompt)
+                .apply_chat_template_with(&messages, add_generation_prompt, kwargs)
                 .map_err(|e| e.to_string()),
         )
     }

@@ -135,9 +135,19 @@ fn stop_strings(stop: Option<Value>) -> Result<Vec<String>, ApiError> {
 /// limits are checked when the engine takes the request).
 pub fn routing_params(
     overrides: Option<RoutingOverrides>,
+    thinking_token_budget: Option<i64>,
     default: &RoutingParams,
 ) -> Result<RoutingParams, ApiError> {
-    let routing = overrides.unwrap_or_default().apply(default);
+    let mut routing = overrides.unwrap_or_default().apply(default);
+    if let Some(budget) = thinking_token_budget {
+        let budget = usize::try_from(budget).map_err(|_| {
+            ApiError::invalid(
+                "thinking_token_budget",
+                format!("`thinking_token_budget` must be at least 0, got {budget}."),
+            )
+        })?;
+        routing.thinking_token_budget = Some(budget);
+    }
     validate::check_routing_values(&routing).map_err(api_invalid)?;
     Ok(routing)
 }
@@ -448,12 +458,13 @@ mod tests {
     #[test]
     fn routing_is_checked_after_merging() {
         let base = RoutingParams::default();
-        assert_eq!(routing_params(None, &base).unwrap(), base);
+        assert_eq!(routing_params(None, None, &base).unwrap(), base);
         let merged = routing_params(
             Some(RoutingOverrides {
                 tau: Some(f32::INFINITY),
                 ..Default::default()
             }),
+            None,
             &base,
         )
         .unwrap();
@@ -496,7 +507,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                routing_params(Some(bad), &base)
+                routing_params(Some(bad), None, &base)
                     .unwrap_err()
                     .param
                     .as_deref(),

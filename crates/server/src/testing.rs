@@ -43,10 +43,13 @@ impl TextCodec for ByteCodec {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// `<|role|>` lines; like Qwen3's template, `enable_thinking: false`
+    /// closes an empty thinking block after the generation prompt.
     fn apply_chat_template(
         &self,
         turns: &[ChatTurn],
         add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<Result<String, String>> {
         let mut text: String = turns
             .iter()
@@ -54,6 +57,9 @@ impl TextCodec for ByteCodec {
             .collect();
         if add_generation_prompt {
             text.push_str("<|assistant|>\n");
+            if kwargs.get("enable_thinking") == Some(&serde_json::Value::Bool(false)) {
+                text.push_str("<think>\n\n</think>\n\n");
+            }
         }
         Some(Ok(text))
     }
@@ -85,6 +91,8 @@ pub struct ScriptedBackend {
     pub model: String,
     pub max_model_len: usize,
     pub default_routing: RoutingParams,
+    /// The reasoning format it claims (none unless a test sets one).
+    pub reasoning_parser: Option<glimprouter_core::reasoning::ReasoningParser>,
     reply: String,
     token_delay: Duration,
     codec: ByteCodec,
@@ -106,6 +114,7 @@ impl ScriptedBackend {
             model: "scripted".to_string(),
             max_model_len: 256,
             default_routing: RoutingParams::default(),
+            reasoning_parser: None,
             reply: reply.to_string(),
             token_delay,
             codec: ByteCodec,
@@ -136,6 +145,10 @@ impl ScriptedBackend {
 }
 
 impl Backend for ScriptedBackend {
+    fn reasoning_parser(&self) -> Option<glimprouter_core::reasoning::ReasoningParser> {
+        self.reasoning_parser
+    }
+
     fn model_name(&self) -> &str {
         &self.model
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use glimprouter_core::params::Policy;
+use glimprouter_core::reasoning::ReasoningParser;
 use glimprouter_server::testing::ScriptedBackend;
 use glimprouter_server::{router_with_backend, serve_app, ServerConfig, TenantConfig};
 use reqwest::StatusCode;
@@ -26,7 +28,11 @@ struct Server {
 
 impl Server {
     async fn start(config: ServerConfig, token_delay: Duration) -> Server {
-        let backend = Arc::new(ScriptedBackend::new(REPLY, token_delay));
+        Server::on(ScriptedBackend::new(REPLY, token_delay), config).await
+    }
+
+    async fn on(backend: ScriptedBackend, config: ServerConfig) -> Server {
+        let backend = Arc::new(backend);
         let app = router_with_backend(backend.clone(), &config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1278,4 +1284,93 @@ async fn a_client_gone_before_a_plain_response_aborts_its_request() {
         server.backend.aborted(),
         vec!["default/cmpl-impatient".to_string()]
     );
+}
+
+const THINKING_REPLY: &str = "<think>\nStep one.\n\nStep two.\n</think>\n\nThe answer is 4.";
+
+#[tokio::test]
+async fn a_reasoning_parser_puts_the_thoughts_apart_from_the_answer() {
+    let mut backend = ScriptedBackend::new(THINKING_REPLY, Duration::ZERO);
+    backend.reasoning_parser = Some(ReasoningParser::Qwen3);
+    // As the engine's defaults are with a reasoning parser.
+    backend.default_routing.answer_marker = Some("</think>".into());
+    let server = Server::on(backend, ServerConfig::default()).await;
+    let (thoughts, answer) = ("\nStep one.\n\nStep two.\n", "\n\nThe answer is 4.");
+    let chat = json!({"messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 200});
+    let (status, body) = send_json(server.post("/v1/chat/completions").json(&chat)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], answer, "{body}");
+    assert_eq!(message["reasoning"], thoughts, "{body}");
+    assert_eq!(message["reasoning_content"], thoughts, "{body}");
+
+    // Streamed, one byte per token: the same split, no marker in any delta.
+    let mut stream_body = chat.clone();
+    stream_body["stream"] = json!(true);
+    let response = server
+        .post("/v1/chat/completions")
+        .json(&stream_body)
+        .send()
+        .await
+        .unwrap();
+    let (mut reasoning, mut reasoning_content, mut content) =
+        (String::new(), String::new(), String::new());
+    for chunk in chunks(&sse_data(response).await) {
+        for choice in chunk["choices"].as_array().unwrap() {
+            let delta = &choice["delta"];
+            for (field, into) in [
+                ("reasoning", &mut reasoning),
+                ("reasoning_content", &mut reasoning_content),
+                ("content", &mut content),
+            ] {
+                if let Some(text) = delta[field].as_str() {
+                    assert!(!text.contains("think>"), "{delta}");
+                    into.push_str(text);
+                }
+            }
+        }
+    }
+    assert_eq!((reasoning.as_str(), content.as_str()), (thoughts, answer));
+    assert_eq!(reasoning_content, reasoning);
+
+    // Thinking off: the template closes the block, so the output is all answer
+    // and the answer model (the LLM by default) serves the request unrouted.
+    let mut off = chat.clone();
+    off["chat_template_kwargs"] = json!({"enable_thinking": false});
+    let (_, body) = send_json(server.post("/v1/chat/completions").json(&off)).await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"], THINKING_REPLY,
+        "{body}"
+    );
+    assert_eq!(body["choices"][0]["message"]["reasoning"], "", "{body}");
+    assert_eq!(body["routing"]["policy"], "llm", "{body}");
+    let submitted = server.backend.submitted();
+    assert_eq!(submitted.last().unwrap().routing.policy, Policy::Llm);
+
+    // The budget reaches the engine; completions are never split.
+    let mut budget = chat.clone();
+    budget["thinking_token_budget"] = json!(7);
+    let (status, _) = send_json(server.post("/v1/chat/completions").json(&budget)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        server
+            .backend
+            .submitted()
+            .last()
+            .unwrap()
+            .routing
+            .thinking_token_budget,
+        Some(7)
+    );
+    budget["thinking_token_budget"] = json!(-1);
+    let (status, body) = send_json(server.post("/v1/chat/completions").json(&budget)).await;
+    let message = error_message(status, &body, StatusCode::BAD_REQUEST);
+    assert!(message.contains("thinking_token_budget"), "{message}");
+    let (_, body) = send_json(
+        server
+            .post("/v1/completions")
+            .json(&json!({"prompt": "2+2?", "max_tokens": 200})),
+    )
+    .await;
+    assert_eq!(body["choices"][0]["text"], THINKING_REPLY, "{body}");
 }

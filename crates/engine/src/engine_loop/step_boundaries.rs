@@ -77,7 +77,62 @@ impl EngineCore {
         out.route_to = Some(Model::Llm);
     }
 
+    /// What tokens `writer` wrote mean for the request (see `settle_verdict`),
+    /// then the end of thinking if they spent its budget.
     pub(super) fn apply_verdict(
+        &mut self,
+        id: SeqId,
+        verdict: &TokenVerdict,
+        writer: Model,
+        out: &mut SeqOutcome,
+    ) {
+        self.settle_verdict(id, verdict, writer, out);
+        self.end_thinking_past_budget(id, writer, out);
+    }
+
+    /// Past the request's `thinking_token_budget`, `writer` writes the end of
+    /// thinking (the answer marker) as its next tokens and the answer model
+    /// takes over. The budget is checked after each outcome's tokens, so a
+    /// verify pass or a remote step may overshoot it by its own length.
+    fn end_thinking_past_budget(&mut self, id: SeqId, writer: Model, out: &mut SeqOutcome) {
+        let route = self.route_after(id, out);
+        let Some(state) = self.requests.get(&id) else {
+            return;
+        };
+        let (Some(budget), Some(marker)) = (
+            state.routing.thinking_token_budget,
+            state.routing.answer_marker.as_deref(),
+        ) else {
+            return;
+        };
+        let settled_otherwise = out.finished || out.request_judge || out.rollback_to.is_some();
+        if settled_otherwise
+            || route.phase != Phase::Reasoning
+            || route.counters.output_tokens() < budget
+        {
+            return;
+        }
+        let Ok(forced) = self.tokenizer.encode(marker, false) else {
+            return;
+        };
+        let written = self.written(id, out, &forced, writer);
+        let Some(state) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let mut verdict = state.push_tokens(written, &[], &self.tokenizer, &self.metrics);
+        out.appended.extend_from_slice(&forced[..verdict.kept]);
+        out.writer = Some(writer);
+        // However the text watcher read the marker's tokens, the thinking is over.
+        if verdict.finish.is_none() {
+            verdict.answer_started = true;
+            verdict.step_end = false;
+        }
+        self.settle_verdict(id, &verdict, writer, out);
+    }
+
+    /// What tokens `writer` wrote mean for the request: its end (a judged
+    /// SLM step is judged first), the answer phase, a step end.
+    fn settle_verdict(
         &mut self,
         id: SeqId,
         verdict: &TokenVerdict,

@@ -6,4 +6,5 @@ mod harness;
 mod lifecycle;
 mod logits_processors;
 mod lossless;
+mod reasoning;
 mod routing;

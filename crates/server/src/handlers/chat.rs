@@ -1,10 +1,14 @@
 //! `POST /v1/chat/completions`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use glimprouter_core::params::Policy;
+use glimprouter_core::reasoning::{Opening, ReasoningParser, ReasoningSplitter};
+use glimprouter_core::{Model, RoutingParams};
 use glimprouter_engine::info::rest_of_context;
 use glimprouter_engine::{Finished, TokenDelta};
 
@@ -40,11 +44,14 @@ pub async fn chat_completions(
     in_request_span(ctx, |ctx, span| handle(state, ctx, body, span)).await
 }
 
-/// The prompt of a chat request: its messages through the model's chat template.
-fn chat_prompt(state: &AppState, body: &ChatRequest) -> Result<Vec<u32>, ApiError> {
+/// The prompt of a chat request, its messages through the model's chat
+/// template: the token ids and the text.
+fn chat_prompt(state: &AppState, body: &ChatRequest) -> Result<(Vec<u32>, String), ApiError> {
     let turns = chat_turns(&body.messages)?;
     let codec = state.backend.codec();
-    let text = match codec.apply_chat_template(&turns, body.add_generation_prompt.unwrap_or(true)) {
+    let kwargs = body.chat_template_kwargs.clone().unwrap_or_default();
+    let add_generation_prompt = body.add_generation_prompt.unwrap_or(true);
+    let text = match codec.apply_chat_template(&turns, add_generation_prompt, &kwargs) {
         None => return Err(ApiError::bad_request(
             "This model has no chat template (tokenizer_config.json); use /v1/completions instead.",
         )),
@@ -66,7 +73,54 @@ fn chat_prompt(state: &AppState, body: &ChatRequest) -> Result<Vec<u32>, ApiErro
             "The messages render to an empty prompt.",
         ));
     }
-    Ok(ids)
+    Ok((ids, text))
+}
+
+/// With a reasoning parser, where each choice's output starts; and a prompt
+/// whose template closed the thinking block (thinking off) has no steps to
+/// route: the answer model serves it, and `routing.policy` says which.
+fn reasoning_opening(
+    state: &AppState,
+    prompt_text: &str,
+    routing: &mut RoutingParams,
+) -> Option<(ReasoningParser, Opening)> {
+    let parser = state.backend.reasoning_parser()?;
+    let opening = parser.opening(prompt_text);
+    if opening == Opening::Answer {
+        routing.policy = match routing.answer_model {
+            Model::Llm => Policy::Llm,
+            Model::Slm => Policy::Slm,
+        };
+    }
+    Some((parser, opening))
+}
+
+/// A choice's whole text as a message: thoughts apart from the answer when
+/// a reasoning parser is set (vLLM's `reasoning`, and `reasoning_content`,
+/// which DeepSeek's API and many clients read).
+fn assistant_message(
+    text: &str,
+    reasoning: Option<(ReasoningParser, Opening)>,
+) -> AssistantMessage {
+    let Some((parser, opening)) = reasoning else {
+        return AssistantMessage {
+            role: "assistant",
+            content: text.to_string(),
+            reasoning: None,
+            reasoning_content: None,
+        };
+    };
+    let mut splitter = ReasoningSplitter::new(parser, opening);
+    let mut split = splitter.push(text);
+    let rest = splitter.finish();
+    split.reasoning.push_str(&rest.reasoning);
+    split.content.push_str(&rest.content);
+    AssistantMessage {
+        role: "assistant",
+        content: split.content,
+        reasoning: Some(split.reasoning.clone()),
+        reasoning_content: Some(split.reasoning),
+    }
 }
 
 async fn handle(
@@ -98,8 +152,9 @@ async fn handle(
             "`top_logprobs` needs `logprobs` set to true.",
         ));
     }
-    let (stream, n, routing) = (checked.stream, checked.n, checked.routing);
-    let prompt = chat_prompt(&state, &body)?;
+    let (stream, n, mut routing) = (checked.stream, checked.n, checked.routing);
+    let (prompt, prompt_text) = chat_prompt(&state, &body)?;
+    let reasoning = reasoning_opening(&state, &prompt_text, &mut routing);
     let top_n = checked.sampling.logprobs.unwrap_or(0);
     let mut sampling = checked.sampling;
     sampling.max_tokens = checked
@@ -136,6 +191,13 @@ async fn handle(
             choices: jobs.iter().map(|j| j.choice).collect(),
             want_logprobs,
             top_n,
+            splitters: jobs
+                .iter()
+                .map(|j| {
+                    let splitter = reasoning.map(|(p, o)| ReasoningSplitter::new(p, o));
+                    (j.choice, splitter)
+                })
+                .collect(),
         };
         return Ok(stream_response(StreamSpec {
             writer,
@@ -163,10 +225,7 @@ async fn handle(
         .zip(&outputs)
         .map(|(job, output)| ChatChoice {
             index: job.choice,
-            message: AssistantMessage {
-                role: "assistant",
-                content: output.text.clone(),
-            },
+            message: assistant_message(&output.text, reasoning),
             logprobs: want_logprobs.then(|| {
                 let mut logprobs = ChatLogprobs::default();
                 logprobs.extend(codec, &output.logprobs, top_n);
@@ -201,9 +260,37 @@ struct ChatChunks {
     choices: Vec<usize>,
     want_logprobs: bool,
     top_n: usize,
+    /// Per choice, with a reasoning parser: the split of its streamed text.
+    splitters: HashMap<usize, Option<ReasoningSplitter>>,
 }
 
 impl ChatChunks {
+    /// A piece of a choice's text as a delta: all content, or split.
+    fn text_delta(&mut self, choice: usize, text: &str, last: bool) -> ChatDelta {
+        match self.splitters.get_mut(&choice).and_then(Option::as_mut) {
+            None => ChatDelta {
+                role: None,
+                content: (!text.is_empty() || !last).then(|| text.to_string()),
+                ..ChatDelta::default()
+            },
+            Some(splitter) => {
+                let mut split = splitter.push(text);
+                if last {
+                    let rest = splitter.finish();
+                    split.reasoning.push_str(&rest.reasoning);
+                    split.content.push_str(&rest.content);
+                }
+                let some = |s: String| (!s.is_empty()).then_some(s);
+                ChatDelta {
+                    role: None,
+                    content: some(split.content),
+                    reasoning: some(split.reasoning.clone()),
+                    reasoning_content: some(split.reasoning),
+                }
+            }
+        }
+    }
+
     fn chunk(
         &self,
         choices: Vec<ChatChunkChoice>,
@@ -230,6 +317,7 @@ impl ChunkWriter for ChatChunks {
                 let delta = ChatDelta {
                     role: Some("assistant"),
                     content: Some(String::new()),
+                    ..ChatDelta::default()
                 };
                 self.chunk(
                     vec![ChatChunkChoice {
@@ -258,10 +346,10 @@ impl ChunkWriter for ChatChunks {
         if delta.text.is_empty() && logprobs.is_none() {
             return None;
         }
-        let delta = ChatDelta {
-            role: None,
-            content: Some(delta.text.clone()),
-        };
+        let delta = self.text_delta(choice, &delta.text, false);
+        if delta == ChatDelta::default() && logprobs.is_none() {
+            return None; // all of it held back, as a possible marker
+        }
         Some(self.chunk(
             vec![ChatChunkChoice {
                 index: choice,
@@ -281,9 +369,10 @@ impl ChunkWriter for ChatChunks {
         finished: &Finished,
         routing: Option<RoutingSummary>,
     ) -> String {
+        // What a reasoning split still held back is final now.
         let last = ChatChunkChoice {
             index: choice,
-            delta: ChatDelta::default(),
+            delta: self.text_delta(choice, "", true),
             logprobs: None,
             finish_reason: Some(finished.reason.as_str()),
             stop_reason: finished.stop_reason.clone(),

@@ -103,6 +103,10 @@ pub fn check_common(state: &AppState, fields: CommonFields) -> Result<Checked, A
         sampling: checked.sampling,
         max_tokens: checked.max_tokens,
         n: checked.n,
-        routing: routing_params(shared.routing.clone(), &state.default_routing)?,
+        routing: routing_params(
+            shared.routing.clone(),
+            shared.thinking_token_budget,
+            &state.default_routing,
+        )?,
     })
 }

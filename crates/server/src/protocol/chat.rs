@@ -14,6 +14,8 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub add_generation_prompt: Option<bool>,
+    /// Extra variables for the chat template (vLLM's), e.g. `{"enable_thinking": false}`.
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
     /// The fields both generation endpoints share (before `other`, which
     /// takes what no field above claimed).
     #[serde(flatten)]
@@ -51,6 +53,12 @@ pub struct ContentPart {
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: String,
+    /// The thoughts, with a reasoning parser (vLLM's field) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// ... and the same under the name DeepSeek's API and many clients read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -79,6 +87,12 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Thoughts (with a reasoning parser): vLLM's current field ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// ... and its former one, which DeepSeek's API and many clients read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

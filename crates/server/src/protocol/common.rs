@@ -24,6 +24,8 @@ pub struct SharedFields {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub routing: Option<RoutingOverrides>,
+    /// Most output tokens spent thinking (vLLM's `thinking_token_budget`).
+    pub thinking_token_budget: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
