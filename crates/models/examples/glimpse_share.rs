@@ -26,7 +26,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let layers = std::env::var("LAYERS").ok().and_then(|v| v.parse().ok()).unwrap_or(28);
+    let layers = std::env::var("LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(28);
     let spec = MakeModelSpec {
         arch: Arch::Qwen3,
         layers,
@@ -52,7 +55,10 @@ fn main() -> anyhow::Result<()> {
         num_blocks: blocks_per_seq * 64,
     };
     let mut runner = ModelRunner::load(dir.path(), &opts)?;
-    eprintln!("model made and loaded in {:.0} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "model made and loaded in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
 
     println!("| batch | SLM decode forward ms | entropy of the rows ms | glimpse share |");
     println!("|---:|---:|---:|---:|");

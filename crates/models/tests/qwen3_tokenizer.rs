@@ -111,6 +111,14 @@ fn paragraph_breaks_ride_on_other_tokens() {
     ] {
         assert_eq!(tok.decode(&[id], false).unwrap(), text, "token {id}");
     }
-    let think_end = tok.token_id("</think>").expect("a special token");
+    // The thinking markers are added tokens but not special ones: the engine's
+    // detokenizer (which skips special tokens) still sees them as text, so the
+    // step watcher and the reasoning split find them.
+    let think_end = tok.token_id("</think>").expect("an added token");
     assert_eq!(tok.encode("</think>", false).unwrap(), vec![think_end]);
+    let ids = tok.encode("<think>\nhm\n</think>\n\nok", false).unwrap();
+    assert_eq!(
+        tok.decode(&ids, true).unwrap(),
+        "<think>\nhm\n</think>\n\nok"
+    );
 }
