@@ -162,6 +162,22 @@ pub fn check_sampling(s: &SamplingParams) -> Result<(), Invalid> {
 /// The token ids a request names (`logit_bias`, `allowed_token_ids`,
 /// `stop_token_ids`) in the vocabulary, and `min_tokens` within `max_tokens`.
 pub fn check_token_fields(s: &SamplingParams, vocab_size: usize) -> Result<(), Invalid> {
+    check_token_ids(s, vocab_size)?;
+    if s.min_tokens > s.max_tokens {
+        return Err(invalid(
+            "min_tokens",
+            format!(
+                "`min_tokens` ({}) must be at most `max_tokens` ({}).",
+                s.min_tokens, s.max_tokens
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The token ids a request names (`logit_bias`, `allowed_token_ids`,
+/// `stop_token_ids`) in the vocabulary.
+pub fn check_token_ids(s: &SamplingParams, vocab_size: usize) -> Result<(), Invalid> {
     let fields: [(&'static str, Vec<TokenId>); 3] = [
         ("logit_bias", s.logit_bias.iter().map(|&(t, _)| t).collect()),
         ("allowed_token_ids", s.allowed_token_ids.clone()),
@@ -176,15 +192,6 @@ pub fn check_token_fields(s: &SamplingParams, vocab_size: usize) -> Result<(), I
                 ),
             ));
         }
-    }
-    if s.min_tokens > s.max_tokens {
-        return Err(invalid(
-            "min_tokens",
-            format!(
-                "`min_tokens` ({}) must be at most `max_tokens` ({}).",
-                s.min_tokens, s.max_tokens
-            ),
-        ));
     }
     Ok(())
 }

@@ -30,8 +30,13 @@ fn field<T: DeserializeOwned>(
 
 const TOKEN_IDS: &str = "a list of token ids (integers from 0)";
 
-/// Sets the fields present in `fields` on `sampling` and checks their ranges.
-pub fn apply(fields: &Map<String, Value>, sampling: &mut SamplingParams) -> Result<(), ApiError> {
+/// Sets the fields present in `fields` on `sampling` and checks their ranges
+/// and token ids (against a vocabulary of `vocab_size`), naming the field.
+pub fn apply(
+    fields: &Map<String, Value>,
+    sampling: &mut SamplingParams,
+    vocab_size: usize,
+) -> Result<(), ApiError> {
     if let Some(p) = field::<f32>(fields, "presence_penalty", "a number")? {
         sampling.presence_penalty = p;
     }
@@ -53,7 +58,9 @@ pub fn apply(fields: &Map<String, Value>, sampling: &mut SamplingParams) -> Resu
     if let Some(bias) = field::<Map<String, Value>>(fields, "logit_bias", "an object")? {
         sampling.logit_bias = logit_bias(&bias)?;
     }
-    validate::check_sampling(sampling).map_err(|e| ApiError::invalid(e.param, e.message))
+    validate::check_sampling(sampling)
+        .and_then(|()| validate::check_token_ids(sampling, vocab_size))
+        .map_err(|e| ApiError::invalid(e.param, e.message))
 }
 
 /// OpenAI's shape: token ids as strings, each mapped to a number.
@@ -86,7 +93,7 @@ mod tests {
 
     fn applied(v: Value) -> Result<SamplingParams, ApiError> {
         let mut s = SamplingParams::default();
-        apply(v.as_object().expect("an object"), &mut s).map(|()| s)
+        apply(v.as_object().expect("an object"), &mut s, 100).map(|()| s)
     }
 
     #[test]
@@ -125,6 +132,9 @@ mod tests {
             (json!({"logit_bias": {"x": 1}}), "logit_bias"),
             (json!({"logit_bias": {"1": "up"}}), "logit_bias"),
             (json!({"logit_bias": {"1": 101}}), "logit_bias"),
+            (json!({"logit_bias": {"100": 1}}), "logit_bias"),
+            (json!({"stop_token_ids": [100]}), "stop_token_ids"),
+            (json!({"allowed_token_ids": [5, 100]}), "allowed_token_ids"),
         ] {
             let err = applied(body.clone()).unwrap_err();
             assert_eq!(err.param.as_deref(), Some(param), "{body}: {}", err.message);

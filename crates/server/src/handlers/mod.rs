@@ -96,7 +96,8 @@ pub fn check_common(state: &AppState, fields: CommonFields) -> Result<Checked, A
         logprobs: fields.logprobs.0,
         logprobs_param: fields.logprobs.1,
     })?;
-    logits_fields::apply(fields.other, &mut checked.sampling)?;
+    let vocab_size = state.backend.codec().vocab_size();
+    logits_fields::apply(fields.other, &mut checked.sampling, vocab_size)?;
     unsupported_fields::check(fields.other, checked.n)?;
     Ok(Checked {
         stream,
