@@ -42,6 +42,9 @@ impl EngineCore {
         logits: &[f32],
         shadow: Option<&[f32]>,
     ) -> Option<SeqOutcome> {
+        if !self.requests.contains_key(&id) {
+            return None;
+        }
         let mut out = SeqOutcome {
             seq_id: id,
             ..SeqOutcome::default()
@@ -49,26 +52,11 @@ impl EngineCore {
         let route = self.route_after(id, &out);
         if route.glimpse_next() && self.route_glimpse(id, entropy(logits), &mut out) == Model::Llm {
             if let Some(llm_logits) = shadow {
-                self.push_llm_token(id, llm_logits, &mut out);
+                self.write_sampled_token(id, Model::Llm, llm_logits, &mut out);
             }
             return Some(out);
         }
-        self.open_step(id, Model::Slm, &mut out);
-        let processed = self.processed_logits(id, logits, &[]);
-        let state = self.requests.get_mut(&id)?;
-        let token = sample(&processed, &state.sampling, &mut state.rng);
-        if state.holds_steps_for_judging(route.phase) {
-            state
-                .step_stats
-                .push_token(entropy(logits), token_logprob(logits, token));
-        }
-        let token = [token];
-        let written = self.written(id, &out, &token, Model::Slm);
-        let state = self.requests.get_mut(&id)?;
-        let verdict = state.push_tokens(written, &[logits], &self.tokenizer, &self.metrics);
-        out.appended = token.to_vec();
-        out.writer = Some(Model::Slm);
-        self.apply_verdict(id, &verdict, Model::Slm, &mut out);
+        self.write_sampled_token(id, Model::Slm, logits, &mut out);
         Some(out)
     }
 
@@ -99,27 +87,41 @@ impl EngineCore {
             seq_id: id,
             ..SeqOutcome::default()
         };
-        self.push_llm_token(id, logits, &mut out);
+        self.write_sampled_token(id, Model::Llm, logits, &mut out);
         Some(out)
     }
 
-    /// Samples the LLM's next token into `out`.
-    pub(super) fn push_llm_token(&mut self, id: SeqId, logits: &[f32], out: &mut SeqOutcome) {
-        self.open_step(id, Model::Llm, out);
+    /// `writer` opens a step if one is due, samples its next token from
+    /// `logits` through the request's logits processors, and settles what
+    /// the token means, all into `out`.
+    fn write_sampled_token(
+        &mut self,
+        id: SeqId,
+        writer: Model,
+        logits: &[f32],
+        out: &mut SeqOutcome,
+    ) {
+        self.open_step(id, writer, out);
         let processed = self.processed_logits(id, logits, &[]);
+        let phase = self.route_after(id, out).phase;
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
-        let token = sample(&processed, &state.sampling, &mut state.rng);
-        let token = [token];
-        let written = self.written(id, out, &token, Model::Llm);
+        let token = [sample(&processed, &state.sampling, &mut state.rng)];
+        // The judges score an SLM step by its raw distribution at each token.
+        if writer == Model::Slm && state.holds_steps_for_judging(phase) {
+            state
+                .step_stats
+                .push_token(entropy(logits), token_logprob(logits, token[0]));
+        }
+        let written = self.written(id, out, &token, writer);
         let Some(state) = self.requests.get_mut(&id) else {
             return;
         };
         let verdict = state.push_tokens(written, &[logits], &self.tokenizer, &self.metrics);
         out.appended = token.to_vec();
-        out.writer = Some(Model::Llm);
-        self.apply_verdict(id, &verdict, Model::Llm, out);
+        out.writer = Some(writer);
+        self.apply_verdict(id, &verdict, writer, out);
     }
 
     /// The LLM scored k drafts: accept a prefix plus one token of its own.
