@@ -134,8 +134,17 @@ impl ReasoningSplitter {
         }
     }
 
+    /// The last piece of a choice's text: it and what was held back, final.
+    pub fn push_last(&mut self, text: &str) -> Split {
+        let mut split = self.push(text);
+        let rest = self.finish();
+        split.reasoning.push_str(&rest.reasoning);
+        split.content.push_str(&rest.content);
+        split
+    }
+
     /// The text still held back, once the choice has ended: it is final.
-    pub fn finish(&mut self) -> Split {
+    fn finish(&mut self) -> Split {
         let held = std::mem::take(&mut self.held);
         match self.state {
             Opening::Thinking => Split {
@@ -173,7 +182,7 @@ mod tests {
             all.reasoning += &part.reasoning;
             all.content += &part.content;
         }
-        let last = s.finish();
+        let last = s.push_last("");
         all.reasoning += &last.reasoning;
         all.content += &last.content;
         all

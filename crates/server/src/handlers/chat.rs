@@ -110,11 +110,7 @@ fn assistant_message(
             reasoning_content: None,
         };
     };
-    let mut splitter = ReasoningSplitter::new(parser, opening);
-    let mut split = splitter.push(text);
-    let rest = splitter.finish();
-    split.reasoning.push_str(&rest.reasoning);
-    split.content.push_str(&rest.content);
+    let split = ReasoningSplitter::new(parser, opening).push_last(text);
     AssistantMessage {
         role: "assistant",
         content: split.content,
@@ -274,12 +270,11 @@ impl ChatChunks {
                 ..ChatDelta::default()
             },
             Some(splitter) => {
-                let mut split = splitter.push(text);
-                if last {
-                    let rest = splitter.finish();
-                    split.reasoning.push_str(&rest.reasoning);
-                    split.content.push_str(&rest.content);
-                }
+                let split = if last {
+                    splitter.push_last(text)
+                } else {
+                    splitter.push(text)
+                };
                 let some = |s: String| (!s.is_empty()).then_some(s);
                 ChatDelta {
                     role: None,
