@@ -14,22 +14,32 @@ pub struct IncrementalDecoder {
 }
 
 impl IncrementalDecoder {
-    /// `output` holds every output token so far, the newest last. Returns the
-    /// text that token completes (possibly empty).
+    /// The first output index the next call reads: callers need to pass only
+    /// the output from there on, not all of it.
+    pub fn window_start(&self) -> usize {
+        self.prefix_offset
+    }
+
+    /// `window` holds the output tokens from index `start` (at most
+    /// [`Self::window_start`]) on, the newest last. Returns the text that
+    /// token completes (possibly empty).
     pub fn next_text(
         &mut self,
         tokenizer: &ModelTokenizer,
-        output: &[u32],
+        window: &[u32],
+        start: usize,
     ) -> Result<String, ModelError> {
-        let prefix = tokenizer.decode(&output[self.prefix_offset..self.read_offset], true)?;
-        let full = tokenizer.decode(&output[self.prefix_offset..], true)?;
+        let from = self.prefix_offset - start;
+        let read = self.read_offset - start;
+        let prefix = tokenizer.decode(&window[from..read], true)?;
+        let full = tokenizer.decode(&window[from..], true)?;
         if full.len() > prefix.len()
             && !full.ends_with('\u{FFFD}')
             && full.is_char_boundary(prefix.len())
         {
             let delta = full[prefix.len()..].to_string();
             self.prefix_offset = self.read_offset;
-            self.read_offset = output.len();
+            self.read_offset = start + window.len();
             Ok(delta)
         } else {
             Ok(String::new())

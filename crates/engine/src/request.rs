@@ -63,9 +63,11 @@ pub(crate) struct Written<'a> {
     pub writer: Model,
     /// The request's phase as they were written.
     pub phase: Phase,
-    /// The output before them: the sequence's tokens (their one owner) plus
+    /// The output before them from index `window_start` on (where the
+    /// detokenizer reads from): the sequence's tokens, their one owner, plus
     /// what the outcome being built appended.
-    pub before: Vec<TokenId>,
+    pub window: Vec<TokenId>,
+    pub window_start: usize,
 }
 
 /// What feeding tokens through the request's text state concluded.
@@ -140,13 +142,15 @@ impl RequestState {
             tokens,
             writer,
             phase,
-            before: mut output,
+            mut window,
+            window_start,
         } = written;
         let mut verdict = TokenVerdict::default();
         let mut text = String::new();
         let mut logprobs = self.sampling.logprobs.map(|_| Vec::new());
         for (i, &tok) in tokens.iter().enumerate() {
-            output.push(tok);
+            window.push(tok);
+            let output_len = window_start + window.len();
             verdict.kept += 1;
             if let (Some(n), Some(lps), Some(row)) = (
                 self.sampling.logprobs,
@@ -167,12 +171,12 @@ impl RequestState {
             } else {
                 self.text
                     .decoder
-                    .next_text(tokenizer, &output)
+                    .next_text(tokenizer, &window, window_start)
                     .unwrap_or_default()
             };
-            self.text.output_len = output.len();
+            self.text.output_len = output_len;
             let watcher = &mut self.text.watcher;
-            watcher.set_stops_active(output.len() >= self.sampling.min_tokens);
+            watcher.set_stops_active(output_len >= self.sampling.min_tokens);
             let ev = watcher.push(&piece);
             text.push_str(&ev.emit);
             if let Some(i) = ev.stop {
@@ -185,7 +189,7 @@ impl RequestState {
                 verdict.finish = Some((FinishReason::Stop, stop));
                 break;
             }
-            if output.len() >= self.sampling.max_tokens {
+            if output_len >= self.sampling.max_tokens {
                 verdict.finish = Some((FinishReason::Length, None));
                 break;
             }

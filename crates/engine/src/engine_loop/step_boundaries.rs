@@ -20,7 +20,8 @@ impl EngineCore {
     }
 
     /// How tokens `writer` writes now land: the phase and the output before
-    /// them, as `out` leaves them.
+    /// them, as `out` leaves them; of the output only the window the
+    /// detokenizer still reads is copied, not all of it per token.
     pub(super) fn written<'a>(
         &self,
         id: SeqId,
@@ -29,16 +30,22 @@ impl EngineCore {
         writer: Model,
     ) -> Written<'a> {
         let phase = self.route_after(id, out).phase;
-        let mut before = self
-            .sched
-            .seq(id)
-            .map_or(Vec::new(), |s| s.output().to_vec());
-        before.extend_from_slice(&out.appended);
+        let output = self.sched.seq(id).map_or(&[][..], |s| s.output());
+        let len = output.len() + out.appended.len();
+        let start = self
+            .requests
+            .get(&id)
+            .map_or(0, |s| s.text.decoder.window_start())
+            .min(len);
+        let mut window: Vec<TokenId> = output.get(start..).unwrap_or_default().to_vec();
+        let from_appended = start.saturating_sub(output.len());
+        window.extend_from_slice(&out.appended[from_appended..]);
         Written {
             tokens,
             writer,
             phase,
-            before,
+            window,
+            window_start: start,
         }
     }
 
